@@ -27,12 +27,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, HERE)
 
+import _trees  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-import _trees  # noqa: E402
 import optax_ldl  # noqa: E402
 
 LR, WD = 1e-4, 0.01
@@ -53,22 +53,23 @@ def nest(flat: dict) -> dict:
 
 
 def sds_tree(shape: str, n_layers: int | None = None, scanned: bool = False):
-  L, h, i = _trees.SHAPES[shape]
-  L = L if n_layers is None else n_layers
-  flat = _trees.flat_shapes(L, h, i, scanned)
-  return L, nest({k: jax.ShapeDtypeStruct(s, jnp.float32) for k, s in flat.items()})
+  n_lay, h, i = _trees.SHAPES[shape]
+  n_lay = n_lay if n_layers is None else n_layers
+  flat = _trees.flat_shapes(n_lay, h, i, scanned)
+  return n_lay, nest({k: jax.ShapeDtypeStruct(s, jnp.float32) for k, s in flat.items()})
 
 
 def mask_of(tree):
-  return jax.tree_util.tree_map_with_path(
-      lambda p, _: _trees.decays(optax_ldl.path_name(p)), tree)
+  return jax.tree_util.tree_map_with_path(lambda p, _: _trees.decays(optax_ldl.path_name(p)), tree)
 
 
 def real_tree(sds, seed: int, scale: float):
   leaves, treedef = jax.tree.flatten(sds)
   keys = jax.random.split(jax.random.key(seed), len(leaves))
-  out = [jax.block_until_ready(scale * jax.random.normal(k, x.shape, x.dtype))
-         for k, x in zip(keys, leaves)]
+  out = [
+    jax.block_until_ready(scale * jax.random.normal(k, x.shape, x.dtype))
+    for k, x in zip(keys, leaves)
+  ]
   return jax.tree.unflatten(treedef, out)
 
 
@@ -93,13 +94,18 @@ def make_tx(kind: str, tree, n_layers: int, scanned: bool):
 
 
 def scanned_note() -> str:
-  return "per-slice ratios (`stacked={'bert/encoder/layer': 0}`)" if HAS_STACKED else "one ratio per stacked leaf (no `stacked` option yet)"
+  return (
+    "per-slice ratios (`stacked={'bert/encoder/layer': 0}`)"
+    if HAS_STACKED
+    else "one ratio per stacked leaf (no `stacked` option yet)"
+  )
 
 
 def step_fn(tx):
   def step(params, state, grads):
     updates, state = tx.update(grads, state, params)
     return optax.apply_updates(params, updates), state
+
   return step
 
 
@@ -152,6 +158,7 @@ class JaxRunner:
 def torch_available():
   try:
     import torch  # noqa: F401
+
     return True
   except Exception:  # noqa: BLE001
     return False
@@ -163,6 +170,7 @@ class TorchRunner:
 
   def __init__(self, params_jax, grads_jax, n_layers):
     import torch
+
     torch.set_num_threads(os.cpu_count() or 1)
     self.torch = torch
     flat_p = {optax_ldl.path_name(p): x for p, x in jax.tree_util.tree_leaves_with_path(params_jax)}
@@ -178,8 +186,10 @@ class TorchRunner:
       groups.setdefault((r, wd), []).append(t)
     self.n_groups = len(groups)
     self.opt = torch.optim.AdamW(
-        [{"params": ps, "lr": LR * r, "weight_decay": wd} for (r, wd), ps in groups.items()],
-        lr=LR, fused=True)
+      [{"params": ps, "lr": LR * r, "weight_decay": wd} for (r, wd), ps in groups.items()],
+      lr=LR,
+      fused=True,
+    )
 
   def __call__(self):
     with self.torch.no_grad():
@@ -195,10 +205,20 @@ class TorchRunner:
 
 
 def paddle_step(python: str, n_layers, h, i, scanned, warmup, repeats):
-  if not python or not os.path.exists(python):
-    return None, "not installed"
-  cmd = [python, os.path.join(HERE, "_paddle_peer.py"), str(n_layers), str(h), str(i),
-         str(int(scanned)), str(warmup), str(repeats)]
+  if not python:
+    return None, "not run (no --paddle-python / $PADDLE_PYTHON)"
+  if not os.path.exists(python):
+    return None, f"not installed ({python} does not exist)"
+  cmd = [
+    python,
+    os.path.join(HERE, "_paddle_peer.py"),
+    str(n_layers),
+    str(h),
+    str(i),
+    str(int(scanned)),
+    str(warmup),
+    str(repeats),
+  ]
   try:
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
   except Exception as e:  # noqa: BLE001
@@ -207,7 +227,9 @@ def paddle_step(python: str, n_layers, h, i, scanned, warmup, repeats):
     if line.startswith("{"):
       return json.loads(line), None
   err = (out.stderr.strip().splitlines() or ["?"])[-1]
-  return None, ("not installed" if "No module named 'paddle'" in out.stderr else f"failed: {err[:80]}")
+  return None, (
+    "not installed" if "No module named 'paddle'" in out.stderr else f"failed: {err[:80]}"
+  )
 
 
 # ----------------------------------------------------------- compile
@@ -215,12 +237,12 @@ def paddle_step(python: str, n_layers, h, i, scanned, warmup, repeats):
 
 def compile_times(kinds, shape, depth, scanned, repeats):
   """Alternating trace+lower / compile times of the full jitted update."""
-  L, sds = sds_tree(shape, depth, scanned)
+  n_lay, sds = sds_tree(shape, depth, scanned)
   out = {k: {"trace": [], "compile": []} for k in kinds}
   for r in range(repeats + 1):  # round 0: untimed warm-up
     order = kinds if r % 2 == 0 else kinds[::-1]
     for k in order:
-      tx = make_tx(k, sds, L, scanned)  # fresh closure: no jit cache hit
+      tx = make_tx(k, sds, n_lay, scanned)  # fresh closure: no jit cache hit
       st = jax.eval_shape(tx.init, sds)
       t0 = time.perf_counter()
       lowered = jit_step(tx).trace(sds, st, sds).lower()
@@ -278,11 +300,17 @@ def table(header, rows):
 
 
 def main():
-  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   ap.add_argument("--quick", action="store_true", help="small shapes, few repeats (smoke test)")
   ap.add_argument("--no-peers", action="store_true", help="skip torch and Paddle")
-  ap.add_argument("--paddle-python", default=os.environ.get("PADDLE_PYTHON", "/tmp/paddle-venv/bin/python"),
-                  help="interpreter with paddlepaddle installed (default /tmp/paddle-venv/bin/python)")
+  ap.add_argument(
+    "--paddle-python",
+    default=os.environ.get("PADDLE_PYTHON"),
+    help="interpreter with paddlepaddle installed (default: $PADDLE_PYTHON; "
+    "without either the Paddle peer is skipped)",
+  )
   ap.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
   args = ap.parse_args()
 
@@ -297,11 +325,17 @@ def main():
     bw_bytes = 512 << 20
 
   t_start = time.time()
-  print(f"jax {jax.__version__}, optax {optax.__version__}, backend {jax.default_backend()}, "
-        f"devices {jax.devices()}; stacked option: {HAS_STACKED}", flush=True)
+  print(
+    f"jax {jax.__version__}, optax {optax.__version__}, backend {jax.default_backend()}, "
+    f"devices {jax.devices()}; stacked option: {HAS_STACKED}",
+    flush=True,
+  )
 
   bw = copy_bandwidth(bw_bytes)
-  print(f"copy bandwidth: numpy {bw['numpy_copy']/1e9:.1f} GB/s, jax {bw['jax_axpb']/1e9:.1f} GB/s", flush=True)
+  print(
+    f"copy bandwidth: numpy {bw['numpy_copy'] / 1e9:.1f} GB/s, jax {bw['jax_axpb'] / 1e9:.1f} GB/s",
+    flush=True,
+  )
 
   step_rows, peer_rows, state_rows, roof_rows = [], [], [], []
   results = {"bandwidth": bw, "steps": {}, "compile": {}, "peers": {}}
@@ -310,16 +344,32 @@ def main():
   for shape, warmup, reps in step_shapes:
     for scanned in (False, True):
       label = f"{shape} {'scanned' if scanned else 'unrolled'}"
-      L, sds = sds_tree(shape, None, scanned)
+      n_lay, sds = sds_tree(shape, None, scanned)
       _, h, i = _trees.SHAPES[shape]
-      n = _trees.n_params(_trees.flat_shapes(L, h, i, scanned))
+      n = _trees.n_params(_trees.flat_shapes(n_lay, h, i, scanned))
       n_leaves = len(jax.tree.leaves(sds))
-      txs = {k: make_tx(k, sds, L, scanned) for k in ("adamw", "adamwdl")}
+      txs = {k: make_tx(k, sds, n_lay, scanned) for k in ("adamw", "adamwdl")}
       sb = {k: state_bytes(tx, sds) for k, tx in txs.items()}
-      state_rows.append([label, f"{n/1e6:.1f}M", n_leaves, f"{sb['adamw']:,}", f"{sb['adamwdl']:,}",
-                         f"{sb['adamwdl']/sb['adamw']:.4f}"])
-      targets.append((f"state bytes {label}", sb["adamwdl"] == sb["adamw"],
-                      f"{sb['adamwdl']:,} vs {sb['adamw']:,}"))
+      state_rows.append(
+        [
+          label,
+          f"{n / 1e6:.1f}M",
+          n_leaves,
+          f"{sb['adamw']:,}",
+          f"{sb['adamwdl']:,}",
+          f"{sb['adamwdl'] - sb['adamw']:+,} B",
+          f"{sb['adamwdl'] / sb['adamw']:.7f}",
+        ]
+      )
+      extra = sb["adamwdl"] - sb["adamw"]
+      targets.append(
+        (
+          f"state bytes {label}",
+          extra == 0,
+          f"{sb['adamwdl']:,} vs {sb['adamw']:,}"
+          + (f" (+{extra} B: {extra // 4} ratio scalars)" if extra else ""),
+        )
+      )
 
       params = real_tree(sds, 0, 0.02)
       grads = real_tree(sds, 1, 1e-3)
@@ -328,17 +378,37 @@ def main():
       times = bench_steps(runners, warmup, reps)
       med = {k: median(v) for k, v in times.items()}
       ratio = med["adamwdl"] / med["adamw"]
-      step_rows.append([label + (f" ({scanned_note()})" if scanned else ""), f"{n/1e6:.1f}M", n_leaves,
-                        fmt_ms(med["adamw"]), fmt_ms(med["adamwdl"]), f"{ratio:.3f}",
-                        f"{warmup}+{reps}"])
+      step_rows.append(
+        [
+          label + (f" ({scanned_note()})" if scanned else ""),
+          f"{n / 1e6:.1f}M",
+          n_leaves,
+          fmt_ms(med["adamw"]),
+          fmt_ms(med["adamwdl"]),
+          f"{ratio:.3f}",
+          f"{warmup}+{reps}",
+        ]
+      )
       targets.append((f"step time {label}", ratio <= 1.03, f"{ratio:.3f}x"))
       moved = 28 * n  # read p, g, m, v; write p, m, v (float32)
       roof = moved / bw["best"]
-      roof_rows.append([label, f"{moved/1e9:.2f}", fmt_ms(roof), fmt_ms(med["adamw"]), fmt_ms(med["adamwdl"]),
-                        f"{moved/med['adamwdl']/1e9:.1f}", f"{roof/med['adamwdl']*100:.0f}%"])
+      roof_rows.append(
+        [
+          label,
+          f"{moved / 1e9:.2f}",
+          fmt_ms(roof),
+          fmt_ms(med["adamw"]),
+          fmt_ms(med["adamwdl"]),
+          f"{moved / med['adamwdl'] / 1e9:.1f}",
+          f"{roof / med['adamwdl'] * 100:.0f}%",
+        ]
+      )
       results["steps"][label] = {"times": times, "n_params": n}
-      print(f"[{time.time()-t_start:6.0f}s] step {label}: adamw {fmt_ms(med['adamw'])} ms, "
-            f"adamwdl {fmt_ms(med['adamwdl'])} ms, ratio {ratio:.3f}", flush=True)
+      print(
+        f"[{time.time() - t_start:6.0f}s] step {label}: adamw {fmt_ms(med['adamw'])} ms, "
+        f"adamwdl {fmt_ms(med['adamwdl'])} ms, ratio {ratio:.3f}",
+        flush=True,
+      )
 
       # Peers: torch alternated with adamwdl in this process; Paddle in a subprocess.
       if not args.no_peers:
@@ -346,30 +416,51 @@ def main():
         gc.collect()
         if torch_available():
           import torch
-          tr = TorchRunner(runners["adamwdl"].params, grads, L)
+
+          tr = TorchRunner(runners["adamwdl"].params, grads, n_lay)
           pt = bench_steps({"adamwdl": runners["adamwdl"], "torch": tr}, warmup, reps)
           pm = {k: median(v) for k, v in pt.items()}
-          peer_rows.append([label, f"torch {torch.__version__} AdamW(fused=True), {tr.n_groups} groups",
-                            fmt_ms(pm["torch"]), fmt_ms(pm["adamwdl"]), f"{pm['adamwdl']/pm['torch']:.3f}",
-                            "alternated, same process"])
+          peer_rows.append(
+            [
+              label,
+              f"torch {torch.__version__} AdamW(fused=True), {tr.n_groups} groups",
+              fmt_ms(pm["torch"]),
+              fmt_ms(pm["adamwdl"]),
+              f"{pm['adamwdl'] / pm['torch']:.3f}",
+              "alternated, same process",
+            ]
+          )
           results["peers"][f"torch {label}"] = pt
-          print(f"[{time.time()-t_start:6.0f}s] torch {label}: {fmt_ms(pm['torch'])} ms vs adamwdl "
-                f"{fmt_ms(pm['adamwdl'])} ms", flush=True)
+          print(
+            f"[{time.time() - t_start:6.0f}s] torch {label}: {fmt_ms(pm['torch'])} ms vs adamwdl "
+            f"{fmt_ms(pm['adamwdl'])} ms",
+            flush=True,
+          )
           del tr
         else:
           peer_rows.append([label, "torch AdamW(fused=True)", "not installed", "", "", ""])
         adamwdl_ms = med["adamwdl"]
         del runners, grads
         gc.collect()
-        pr, err = paddle_step(args.paddle_python, L, h, i, scanned, warmup, reps)
+        pr, err = paddle_step(args.paddle_python, n_lay, h, i, scanned, warmup, reps)
         if pr is None:
           peer_rows.append([label, "Paddle AdamW (per-param lr)", err, "", "", ""])
         else:
-          peer_rows.append([label, f"Paddle {pr['version']} AdamW, ParamAttr lr per param",
-                            fmt_ms(pr["median_s"]), fmt_ms(adamwdl_ms),
-                            f"{adamwdl_ms/pr['median_s']:.3f}", "subprocess; adamwdl from the step table"])
+          peer_rows.append(
+            [
+              label,
+              f"Paddle {pr['version']} AdamW, ParamAttr lr per param",
+              fmt_ms(pr["median_s"]),
+              fmt_ms(adamwdl_ms),
+              f"{adamwdl_ms / pr['median_s']:.3f}",
+              "subprocess; adamwdl from the step table",
+            ]
+          )
           results["peers"][f"paddle {label}"] = pr
-          print(f"[{time.time()-t_start:6.0f}s] paddle {label}: {fmt_ms(pr['median_s'])} ms", flush=True)
+          print(
+            f"[{time.time() - t_start:6.0f}s] paddle {label}: {fmt_ms(pr['median_s'])} ms",
+            flush=True,
+          )
       else:
         del runners, grads
       gc.collect()
@@ -384,22 +475,38 @@ def main():
       r = tot["adamwdl"] / tot["adamw"]
       label = f"{compile_shape} x{d} {'scanned' if scanned else 'unrolled'}"
       _, sds = sds_tree(compile_shape, d, scanned)
-      comp_rows.append([label, len(jax.tree.leaves(sds)),
-                        fmt_s(m["adamw"]["trace"]), fmt_s(m["adamwdl"]["trace"]),
-                        fmt_s(m["adamw"]["compile"]), fmt_s(m["adamwdl"]["compile"]),
-                        f"{m['adamwdl']['trace']/m['adamw']['trace']:.2f}", f"{r:.2f}"])
+      comp_rows.append(
+        [
+          label,
+          len(jax.tree.leaves(sds)),
+          fmt_s(m["adamw"]["trace"]),
+          fmt_s(m["adamwdl"]["trace"]),
+          fmt_s(m["adamw"]["compile"]),
+          fmt_s(m["adamwdl"]["compile"]),
+          f"{m['adamwdl']['trace'] / m['adamw']['trace']:.2f}",
+          f"{r:.2f}",
+        ]
+      )
       results["compile"][label] = ct
       targets.append((f"trace+compile {label}", r <= 1.25, f"{r:.2f}x"))
-      print(f"[{time.time()-t_start:6.0f}s] compile {label}: adamw {tot['adamw']:.2f}s adamwdl "
-            f"{tot['adamwdl']:.2f}s ratio {r:.2f}", flush=True)
+      print(
+        f"[{time.time() - t_start:6.0f}s] compile {label}: adamw {tot['adamw']:.2f}s adamwdl "
+        f"{tot['adamwdl']:.2f}s ratio {r:.2f}",
+        flush=True,
+      )
   # Scanned: depth independence (adamwdl compile+trace at deepest / shallowest).
   dep = {}
   for k in ("adamw", "adamwdl"):
     sc = [results["compile"][f"{compile_shape} x{d} scanned"][k] for d in (depths[0], depths[-1])]
     tot_sc = [median(x["trace"]) + median(x["compile"]) for x in sc]
     dep[k] = tot_sc[1] / tot_sc[0]
-  targets.append((f"scanned trace+compile x{depths[-1]} / x{depths[0]} (adamwdl)", dep["adamwdl"] <= 1.25,
-                  f"{dep['adamwdl']:.2f}x (optax.adamw: {dep['adamw']:.2f}x)"))
+  targets.append(
+    (
+      f"scanned trace+compile x{depths[-1]} / x{depths[0]} (adamwdl)",
+      dep["adamwdl"] <= 1.25,
+      f"{dep['adamwdl']:.2f}x (optax.adamw: {dep['adamw']:.2f}x)",
+    )
+  )
 
   elapsed = time.time() - t_start
   md = render(args, bw, step_rows, comp_rows, state_rows, peer_rows, roof_rows, targets, elapsed)
@@ -431,68 +538,107 @@ def machine() -> str:
       mem = f.readline().split(":")[1].strip()
   except OSError:
     pass
-  return "\n".join([f"- nproc: {nproc}; MemTotal {mem}; {platform.platform()}; Python {platform.python_version()}"]
-                   + [f"- {x}" for x in lines])
+  return "\n".join(
+    [f"- nproc: {nproc}; MemTotal {mem}; {platform.platform()}; Python {platform.python_version()}"]
+    + [f"- {x}" for x in lines]
+  )
 
 
-def render(args, bw, step_rows, comp_rows, state_rows, peer_rows, roof_rows, targets, elapsed) -> str:
+def render(
+  args, bw, step_rows, comp_rows, state_rows, peer_rows, roof_rows, targets, elapsed
+) -> str:
   mode = "--quick" if args.quick else "full"
   parts = [
-      "# optax_ldl benchmarks",
-      "",
-      f"Generated by `python benchmarks/run.py{' --quick' if args.quick else ''}` ({mode} run, "
-      f"{elapsed/60:.1f} min) on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}.",
-      "",
-      "## Machine",
-      "",
-      machine(),
-      f"- jax {jax.__version__}, jaxlib {getattr(__import__('jaxlib'), '__version__', '?')}, optax {optax.__version__}, "
-      f"numpy {np.__version__}; backend `{jax.default_backend()}`",
-      "- GPU: none in this session, so the HBM-bandwidth row is **not measured: no GPU in this session**.",
-      "- The machine is shared (other jobs run in parallel): only ratios measured alternately in one "
-      "process are meaningful; absolute times are noisy.",
-      "",
-      "Setup: HF-Flax BERT paths (`bert/embeddings/word_embeddings/embedding`, "
-      "`bert/encoder/layer/N/attention/self/query/kernel`, ..., `bert/pooler`, `classifier`), float32; "
-      "weight decay 0.01 masked off biases and LayerNorm for every optimizer; "
-      f"`adamwdl(layerwise_decay={_trees.LAYERWISE_DECAY})`. One step = `tx.update` + `optax.apply_updates` "
-      "under one `jax.jit` with params and state donated. Scanned trees stack each layer weight "
-      "on a leading layers axis (`bert/encoder/layer/attention/self/query/kernel: (L, h, h)`); "
-      f"for them adamwdl uses {scanned_note()}.",
-      "",
-      "## Targets",
-      "",
-      table(["target", "met", "measured"], [[t, "yes" if ok else "**no**", v] for t, ok, v in targets]),
-      "",
-      "## Update step time (median, alternated in one process)",
-      "",
-      table(["tree", "params", "leaves", "optax.adamw ms", "adamwdl ms", "ratio", "warm-up+timed"], step_rows),
-      "",
-      "## Trace+lower and compile (median of alternated runs, seconds)",
-      "",
-      table(["tree", "leaves", "adamw trace+lower", "adamwdl trace+lower", "adamw compile", "adamwdl compile",
-             "trace ratio", "trace+compile ratio"], comp_rows),
-      "",
-      "## Optimizer state bytes",
-      "",
-      table(["tree", "params", "leaves", "optax.adamw", "adamwdl", "ratio"], state_rows),
-      "",
-      "## Peers (same shapes, same per-layer ratios and decay mask)",
-      "",
-      table(["tree", "peer", "peer ms", "adamwdl ms", "adamwdl / peer", "how"], peer_rows),
-      "",
-      "## Memory-bandwidth roofline",
-      "",
-      f"Measured copy bandwidth (read+write bytes / time, {('64 MiB' if args.quick else '512 MiB')} float32): "
-      f"numpy `copyto` {bw['numpy_copy']/1e9:.1f} GB/s, jitted `x*a+b` (donated) {bw['jax_axpb']/1e9:.1f} GB/s; "
-      f"roofline uses the best, {bw['best']/1e9:.1f} GB/s. One float32 AdamW step moves 28 bytes/param "
-      "(read param, grad, mu, nu; write param, mu, nu).",
-      "",
-      table(["tree", "GB moved/step", "roofline ms", "optax.adamw ms", "adamwdl ms", "adamwdl GB/s",
-             "adamwdl % of roofline"], roof_rows),
-      "",
-      "GPU HBM bandwidth for the update on BERT-large: **not measured: no GPU in this session**.",
-      "",
+    "# optax_ldl benchmarks",
+    "",
+    f"Generated by `python benchmarks/run.py{' --quick' if args.quick else ''}` ({mode} run, "
+    f"{elapsed / 60:.1f} min) on "
+    f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}.",
+    "",
+    "## Machine",
+    "",
+    machine(),
+    f"- jax {jax.__version__}, jaxlib {getattr(__import__('jaxlib'), '__version__', '?')}, "
+    f"optax {optax.__version__}, numpy {np.__version__}; backend `{jax.default_backend()}`",
+    "- GPU: none in this session, so the HBM-bandwidth row is "
+    "**not measured: no GPU in this session**.",
+    "- The machine is shared (other jobs run in parallel): only ratios measured alternately in one "
+    "process are meaningful; absolute times are noisy.",
+    "",
+    "Setup: HF-Flax BERT paths (`bert/embeddings/word_embeddings/embedding`, "
+    "`bert/encoder/layer/N/attention/self/query/kernel`, ..., `bert/pooler`, `classifier`), "
+    "float32; "
+    "weight decay 0.01 masked off biases and LayerNorm for every optimizer; "
+    f"`adamwdl(layerwise_decay={_trees.LAYERWISE_DECAY})`. One step = `tx.update` + "
+    "`optax.apply_updates` "
+    "under one `jax.jit` with params and state donated. Scanned trees stack each layer weight "
+    "on a leading layers axis (`bert/encoder/layer/attention/self/query/kernel: (L, h, h)`); "
+    f"for them adamwdl uses {scanned_note()}.",
+    "",
+    "## Targets",
+    "",
+    table(
+      ["target", "met", "measured"], [[t, "yes" if ok else "**no**", v] for t, ok, v in targets]
+    ),
+    "",
+    "## Update step time (median, alternated in one process)",
+    "",
+    table(
+      ["tree", "params", "leaves", "optax.adamw ms", "adamwdl ms", "ratio", "warm-up+timed"],
+      step_rows,
+    ),
+    "",
+    "## Trace+lower and compile (median of alternated runs, seconds)",
+    "",
+    table(
+      [
+        "tree",
+        "leaves",
+        "adamw trace+lower",
+        "adamwdl trace+lower",
+        "adamw compile",
+        "adamwdl compile",
+        "trace ratio",
+        "trace+compile ratio",
+      ],
+      comp_rows,
+    ),
+    "",
+    "## Optimizer state bytes",
+    "",
+    table(
+      ["tree", "params", "leaves", "optax.adamw", "adamwdl", "difference", "ratio"], state_rows
+    ),
+    "",
+    "## Peers (same shapes, same per-layer ratios and decay mask)",
+    "",
+    table(["tree", "peer", "peer ms", "adamwdl ms", "adamwdl / peer", "how"], peer_rows),
+    "",
+    "## Memory-bandwidth roofline",
+    "",
+    "Measured copy bandwidth (read+write bytes / time, "
+    f"{('64 MiB' if args.quick else '512 MiB')} float32): "
+    f"numpy `copyto` {bw['numpy_copy'] / 1e9:.1f} GB/s, "
+    f"jitted `x*a+b` (donated) {bw['jax_axpb'] / 1e9:.1f} GB/s; "
+    f"roofline uses the best, {bw['best'] / 1e9:.1f} GB/s. "
+    "One float32 AdamW step moves 28 bytes/param "
+    "(read param, grad, mu, nu; write param, mu, nu).",
+    "",
+    table(
+      [
+        "tree",
+        "GB moved/step",
+        "roofline ms",
+        "optax.adamw ms",
+        "adamwdl ms",
+        "adamwdl GB/s",
+        "adamwdl % of roofline",
+      ],
+      roof_rows,
+    ),
+    "",
+    "GPU HBM bandwidth for the update on BERT-large: **not measured: no GPU in this session**.",
+    "",
   ]
   notes = os.path.join(HERE, "NOTES.md")
   if os.path.exists(notes):

@@ -3,6 +3,7 @@
 from optax_ldl._src.adamwdl import (
     LazyRowsState,
     MasterWeightsState,
+    ScaleByLayerRatioState,
     adamwdl,
     float_leaves_only,
     lazy_rows,
@@ -47,6 +48,7 @@ __all__ = (
     "Param",
     "RULE_TABLE",
     "Row",
+    "ScaleByLayerRatioState",
     "StackedRatio",
     "adamwdl",
     "classify",

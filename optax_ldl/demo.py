@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -78,6 +79,7 @@ def no_decay_on_bias_and_norm(name: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> list[float]:
+  assert __doc__ is not None  # the module docstring above.
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--steps", type=int, default=300)
   parser.add_argument("--layers", type=int, default=4)
@@ -93,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> list[float]:
   model = Classifier(n_layers=args.layers)
   params = model.init(jax.random.key(args.seed), train_x[:1])["params"]
 
-  config = dict(
+  config: dict[str, Any] = dict(
       learning_rate=optax_ldl.inverse_sqrt_schedule(args.warmup, args.lr),
       weight_decay=0.01,
       layerwise_decay=args.decay,

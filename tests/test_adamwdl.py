@@ -136,13 +136,58 @@ def test_state_is_stable_under_lax_cond():
   chex.assert_trees_all_equal_shapes_and_dtypes(maybe_update(True, state), state)
 
 
-def test_state_does_not_grow_with_the_number_of_layers():
-  params = _bert_like(n_layers=12)
-  ours = optax_ldl.adamwdl(1e-3, layerwise_decay=0.8, n_layers=12).init(params)
-  reference = optax.adamw(1e-3).init(params)
+def test_state_is_adamw_state_plus_one_scalar_per_ratio_group():
   size = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
-  assert size(ours) == size(reference)
-  assert len(jax.tree.leaves(ours)) == len(jax.tree.leaves(reference))
+  for n_layers in (3, 12):
+    params = _bert_like(n_layers=n_layers)
+    ours = optax_ldl.adamwdl(1e-3, layerwise_decay=0.8, n_layers=n_layers).init(params)
+    reference = optax.adamw(1e-3).init(params)
+    # n_layers layer groups and the embedding group; "other" (ratio 1) has none.
+    n_groups = n_layers + 1
+    assert size(ours) == size(reference) + 4 * n_groups
+    assert len(jax.tree.leaves(ours)) == len(jax.tree.leaves(reference)) + n_groups
+    ratios = optax.tree_utils.tree_get(ours, "ratios")
+    assert all(r.shape == () and r.dtype == jnp.float32 for r in ratios.values())
+    np.testing.assert_allclose(
+        sorted(float(r) for r in ratios.values()),
+        sorted(0.8 ** (n_layers + 1 - i) for i in range(n_layers + 1)), rtol=1e-7)
+
+
+def test_state_with_decay_one_is_the_adamw_state():
+  params = _bert_like(n_layers=3)
+  ours = optax_ldl.adamwdl(1e-3, layerwise_decay=1.0, n_layers=3).init(params)
+  reference = optax.adamw(1e-3).init(params)
+  chex.assert_trees_all_equal(jax.tree.leaves(ours), jax.tree.leaves(reference))
+
+
+def test_state_from_another_configuration_is_refused():
+  params = _bert_like(n_layers=3)
+  state = optax_ldl.adamwdl(1e-3, layerwise_decay=0.8, n_layers=3).init(params)
+  tx = optax_ldl.adamwdl(1e-3, layerwise_decay=0.8, n_layers=3, stacked=None,
+                         set_param_lr_fun=lambda d, nd, n, p: 0.5 if "layers" in p.name else 1.0)
+  with pytest.raises(ValueError, match=r"state holds the ratios .*another layerwise_decay"):
+    tx.update(_grads(params, 0), state, params)
+  # Another decay rate gives other ratios, also refused rather than applied.
+  tx = optax_ldl.adamwdl(1e-3, layerwise_decay=0.9, n_layers=3)
+  with pytest.raises(ValueError, match=r"layer_0@0.512.*layer_0@0.729"):
+    tx.update(_grads(params, 0), state, params)
+
+
+def test_old_moments_with_new_ratios_as_the_error_message_says():
+  params, grads = _bert_like(n_layers=3), _grads(_bert_like(n_layers=3), 0)
+  old = optax_ldl.adamwdl(1e-3, layerwise_decay=0.8, n_layers=3)
+  state = old.update(grads, old.init(params), params)[1]
+  tx = optax_ldl.adamwdl(1e-3, layerwise_decay=0.9, n_layers=3)
+  state = optax.tree_utils.tree_set(
+      state, ratios=optax.tree_utils.tree_get(tx.init(params), "ratios"))
+  updates, new_state = tx.update(grads, state, params)
+  # Same as a fresh 0.9 optimizer whose Adam state is the old one.
+  fresh_state = optax.tree_utils.tree_set(
+      tx.init(params), mu=optax.tree_utils.tree_get(state, "mu"),
+      nu=optax.tree_utils.tree_get(state, "nu"),
+      count=optax.tree_utils.tree_get(state, "count"))
+  expected, _ = tx.update(grads, fresh_state, params)
+  chex.assert_trees_all_equal(updates, expected)
 
 
 def test_works_in_a_flax_train_state():
@@ -421,3 +466,39 @@ def test_multi_precision_update_needs_params():
     tx.update(params, tx.init(params))
 
 
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_scale_by_layer_ratio_is_optax_partition_over_the_layer_labels(stacked):
+  params = _bert_like(n_layers=3)
+  if stacked:  # the three layers as one stacked subtree, plus the unrolled rest.
+    layers = [params["encoder"].pop(f"layers_{i}") for i in range(3)]
+    params["encoder"]["layers"] = jax.tree.map(lambda *x: jnp.stack(x), *layers)
+  grads = _grads(params, 0)
+  kw = dict(layerwise_decay=0.7, n_layers=3, set_param_lr_fun=None, name_dict=None)
+  groups = optax_ldl.layer_groups(params, **kw)
+
+  def scale(ratio):
+    if isinstance(ratio, optax_ldl.StackedRatio):
+      return optax_ldl.scale_by_stacked_ratio(ratio.ratios, ratio.axis)
+    return optax.scale(ratio)
+
+  reference = optax.partition({k: scale(r) for k, r in groups.ratios.items()}, groups.labels)
+  expected, _ = reference.update(grads, reference.init(params))
+  tx = optax_ldl.scale_by_layer_ratio(**kw)
+  updates, _ = jax.jit(tx.update)(grads, tx.init(params))
+  chex.assert_trees_all_close(updates, expected, rtol=1e-7, atol=0)
+  assert len(groups.ratios) == (3 if stacked else 5)  # (layers|layer_0-2), embedding, other
+
+
+def test_layer_ratios_are_operands_of_the_compiled_update_not_constants():
+  # Constants would give every layer kernels of its own (compile time grows
+  # with depth, see benchmarks/); operands keep the layers' kernels identical.
+  params = _bert_like(n_layers=4)
+  tx = optax_ldl.adamwdl(1e-3, layerwise_decay=0.5, n_layers=4)
+  hlo = jax.jit(tx.update).lower(_grads(params, 0), tx.init(params), params).as_text()
+  ratios = [0.5 ** k for k in range(1, 6)]
+  assert not [r for r in ratios if f"{r:.6e}" in hlo]
+  # The check can fail: with the ratios as literals they are in the program.
+  literal = optax.partition({"all": optax.scale(0.125)}, jax.tree.map(lambda _: "all", params))
+  assert f"{0.125:.6e}" in jax.jit(literal.update).lower(params, literal.init(params)).as_text()

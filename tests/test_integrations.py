@@ -492,7 +492,11 @@ def test_inject_hyperparams_changes_lr_weight_decay_and_layer_decay_without_reco
   fresh = optax_ldl.adamwdl(
       n_layers=N_LAYERS, apply_decay_param_fun=lambda n: not n.endswith("bias"), **new
   )
-  p, s = before_params, before_inner
+  # The injected state holds no ratios (they are hyperparameters there); the
+  # fresh optimizer keeps its own in its state.
+  p = before_params
+  s = optax.tree_utils.tree_set(
+      before_inner, ratios=optax.tree_utils.tree_get(fresh.init(p), "ratios"))
   for i in (1, 2):
     u, s = fresh.update(grads_at(i), s, p)
     p = optax.apply_updates(p, u)
@@ -502,7 +506,9 @@ def test_inject_hyperparams_changes_lr_weight_decay_and_layer_decay_without_reco
       1e-2, weight_decay=0.1, layerwise_decay=0.5, n_layers=N_LAYERS,
       apply_decay_param_fun=lambda n: not n.endswith("bias"),
   )
-  u, _ = old.update(grads_at(1), before_inner, before_params)
+  u, _ = old.update(grads_at(1), optax.tree_utils.tree_set(
+      before_inner, ratios=optax.tree_utils.tree_get(old.init(before_params), "ratios")),
+      before_params)
   assert not np.allclose(
       optax.apply_updates(before_params, u)["layers_0"]["kernel"], params["layers_0"]["kernel"]
   )

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optax_ldl._src import checks
-from optax_ldl._src import layer_rules
+from optax_ldl._src import checks, layer_rules
 from optax_ldl._src import stacked as stacked_lib
 
 _LOW_PRECISION = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
@@ -21,25 +20,65 @@ def _is_transform(x: Any) -> bool:
   return callable(getattr(x, "init", None)) and callable(getattr(x, "update", None))
 
 
+class ScaleByLayerRatioState(NamedTuple):
+  """State of :func:`scale_by_layer_ratio`.
+
+  Attributes:
+    ratios: one float scalar per group of unstacked parameters whose ratio is a
+      number other than 1, keyed ``"<label>@<ratio>"`` (``"layer_3@0.512"``):
+      the key names the ratio the group was built with, so a state made with
+      another decay rate, layer count or rule has other keys and is refused,
+      never silently applied with its old ratios.
+  """
+
+  ratios: dict[str, jax.Array]
+
+
+def _state_key(label: str, ratio: Any) -> str | None:
+  """The state key of a group whose ratio is read from the state, else None.
+
+  Static (Python or NumPy) scalar ratios other than 1 are kept in the state.
+  Ratio 1 needs no multiply; a stacked group's ratio vector stays a constant of
+  the program (its leaves hold every layer, so a constant adds no kernels);
+  JAX array ratios (``inject_hyperparams``, a traced decay) are runtime values
+  already.
+  """
+  if isinstance(ratio, (stacked_lib.StackedRatio, jax.Array)) or ratio == 1:
+    return None
+  return f"{label}@{float(ratio)!r}"
+
+
 def scale_by_layer_ratio(
     *,
     layerwise_decay: Any = 1.0,
     n_layers: Any = 12,
-    set_param_lr_fun: Optional[Callable[..., Any]] = None,
-    name_dict: Optional[Mapping[str, str]] = None,
+    set_param_lr_fun: Callable[..., Any] | None = None,
+    name_dict: Mapping[str, str] | None = None,
     stacked: Any = "auto",
 ) -> optax.GradientTransformationExtraArgs:
   """Multiplies each update by its parameter's layer-wise lr ratio.
 
   The parameters are labelled by path (:func:`optax_ldl.layer_groups`), one
-  label per distinct ratio, and ``optax.partition`` applies ``optax.scale(ratio)``
-  to each group. The state holds no arrays.
+  label per distinct ratio, and each group's updates are multiplied by its
+  ratio: the result is that of ``optax.partition({label: optax.scale(ratio)},
+  labels)``, computed in one pass over the tree (``optax.partition`` masks the
+  whole tree once per label, which makes tracing quadratic in the depth).
+
+  The ratios of unstacked groups are kept in the state, one float scalar per
+  group (:class:`ScaleByLayerRatioState`), so that the compiled update reads
+  them as operands and every layer's update is the same kernel; a ratio
+  written into the program as a literal gives each layer kernels of its own
+  and multiplies compile time (``benchmarks/``). To change the decay rate
+  during training use ``optax.inject_hyperparams``.
 
   >>> import jax.numpy as jnp
   >>> tx = scale_by_layer_ratio(layerwise_decay=0.5, n_layers=2)
   >>> g = {'embedding': jnp.ones(1), 'layers_0': jnp.ones(1),
   ...      'layers_1': jnp.ones(1), 'head': jnp.ones(1)}
-  >>> u, _ = tx.update(g, tx.init(g))
+  >>> state = tx.init(g)
+  >>> {k: float(v) for k, v in state.ratios.items()}
+  {'embedding@0.125': 0.125, 'layer_0@0.25': 0.25, 'layer_1@0.5': 0.5}
+  >>> u, _ = tx.update(g, state)
   >>> {k: float(v[0]) for k, v in u.items()}
   {'embedding': 0.125, 'head': 1.0, 'layers_0': 0.25, 'layers_1': 0.5}
 
@@ -58,14 +97,10 @@ def scale_by_layer_ratio(
     An ``optax.GradientTransformationExtraArgs``.
   """
   stacked_lib.check_stacked_arg("scale_by_layer_ratio", stacked)
+  float_dtype = jax.dtypes.canonicalize_dtype(jnp.float64)  # float32 unless x64.
 
-  def scale(ratio):
-    if isinstance(ratio, stacked_lib.StackedRatio):
-      return stacked_lib.scale_by_stacked_ratio(ratio.ratios, ratio.axis)
-    return optax.scale(ratio)
-
-  def partition(tree):
-    groups = layer_rules.layer_groups(
+  def groups_of(tree):
+    return layer_rules.layer_groups(
         tree,
         layerwise_decay=layerwise_decay,
         n_layers=n_layers,
@@ -73,21 +108,57 @@ def scale_by_layer_ratio(
         name_dict=name_dict,
         stacked=stacked,
     )
-    transforms = {label: scale(r) for label, r in groups.ratios.items()}
-    return optax.partition(transforms, groups.labels)
+
+  def state_keys(groups):
+    keys = {label: _state_key(label, r) for label, r in groups.ratios.items()}
+    return {label: key for label, key in keys.items() if key is not None}
 
   def init_fn(params):
-    return partition(params).init(params)
+    groups = groups_of(params)
+    return ScaleByLayerRatioState({
+        key: jnp.asarray(groups.ratios[label], float_dtype)
+        for label, key in state_keys(groups).items()
+    })
 
   def update_fn(updates, state, params=None, **extra_args):
-    return partition(updates).update(updates, state, params, **extra_args)
+    del params, extra_args
+    groups = groups_of(updates)
+    keys = state_keys(groups)
+    if set(keys.values()) != set(state.ratios):
+      raise ValueError(
+          "scale_by_layer_ratio: the state holds the ratios "
+          f"{sorted(state.ratios)}, but this transformation gives the updates "
+          f"{sorted(keys.values())}: the state was made for other parameters or "
+          "with another layerwise_decay, n_layers, rule or stacked setting. Make "
+          "the state with this transformation's init. To keep the Adam moments "
+          "of an old state, give it the ratios of a fresh one: "
+          "optax.tree_utils.tree_set(state, ratios=optax.tree_utils.tree_get("
+          "tx.init(params), 'ratios')); to change the decay during training, "
+          "use optax.inject_hyperparams."
+      )
+
+    def scale(u, label):
+      ratio = groups.ratios[label]
+      if label in keys:
+        r = state.ratios[keys[label]]
+      elif isinstance(ratio, stacked_lib.StackedRatio):
+        r = stacked_lib.broadcast_ratio(ratio.ratios, ratio.axis, jnp.ndim(u))
+      elif isinstance(ratio, jax.Array):
+        r = ratio
+      else:  # a static ratio of 1.
+        return u
+      if jnp.issubdtype(jnp.result_type(u), jnp.inexact):
+        r = jnp.asarray(r).astype(jnp.result_type(u))  # as optax.scale's weak scalar.
+      return u * r
+
+    return jax.tree.map(scale, updates, groups.labels), state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def decay_mask_of(
     apply_decay_param_fun: Any, mask: Any
-) -> Union[None, Any, Callable[[Any], Any]]:
+) -> None | Any | Callable[[Any], Any]:
   """The weight-decay mask for ``optax.add_decayed_weights``."""
   if apply_decay_param_fun is not None and mask is not None:
     raise ValueError(
@@ -130,14 +201,14 @@ class LazyRowsState(NamedTuple):
   inner_state: Any
 
 
-def _row_mask(g: jax.Array) -> Optional[jax.Array]:
+def _row_mask(g: jax.Array) -> jax.Array | None:
   """Which rows (slices along axis 0) of a 2-D+ gradient have any non-zero."""
   if jnp.ndim(g) < 2:
     return None
   return jnp.any(g != 0, axis=tuple(range(1, jnp.ndim(g))))
 
 
-def _keep_rows(rows: Optional[jax.Array], new: jax.Array, old: jax.Array) -> jax.Array:
+def _keep_rows(rows: jax.Array | None, new: jax.Array, old: jax.Array) -> jax.Array:
   if rows is None:
     return new
   return jnp.where(rows.reshape(rows.shape + (1,) * (new.ndim - 1)), new, old)
@@ -169,7 +240,10 @@ def lazy_rows(
   def update_fn(updates, state, params=None, **extra_args):
     rows = jax.tree.map(_row_mask, updates)
     new_updates, new_inner = inner.update(updates, state.inner_state, params, **extra_args)
-    adam_old, adam_new = state.inner_state[adam_index], new_inner[adam_index]
+    # The inner state is the chain's tuple, with optax.ScaleByAdamState at adam_index.
+    new_inner = cast(tuple[Any, ...], new_inner)
+    adam_old = cast(optax.ScaleByAdamState, state.inner_state[adam_index])
+    adam_new = cast(optax.ScaleByAdamState, new_inner[adam_index])
     is_none = lambda x: x is None  # noqa: E731
     adam_new = adam_new._replace(
         mu=jax.tree.map(_keep_rows, rows, adam_new.mu, adam_old.mu, is_leaf=is_none),
@@ -297,11 +371,11 @@ def adamwdl(
     *,
     layerwise_decay: jax.typing.ArrayLike = 1.0,
     n_layers: int = 12,
-    set_param_lr_fun: Optional[Callable[..., Any]] = None,
-    name_dict: Optional[Mapping[str, str]] = None,
+    set_param_lr_fun: Callable[..., Any] | None = None,
+    name_dict: Mapping[str, str] | None = None,
     apply_decay_param_fun: Any = None,
     mask: Any = None,
-    grad_clip: Optional[optax.GradientTransformation] = None,
+    grad_clip: optax.GradientTransformation | None = None,
     lazy_mode: bool = False,
     multi_precision: bool = False,
     parameters: Any = None,
@@ -325,8 +399,9 @@ def adamwdl(
 
   with :math:`g_t` the (optionally clipped) gradient. It is built as
   ``chain(grad_clip, scale_by_adam, add_decayed_weights(mask),
-  scale_by_learning_rate, partition(scale per ratio group))``, so the state
-  holds one set of moments per parameter, exactly like ``optax.adamw``.
+  scale_by_learning_rate, scale_by_layer_ratio)``, so the state holds one
+  set of moments per parameter, like ``optax.adamw``, plus one float scalar
+  per layer group (:class:`ScaleByLayerRatioState`).
 
   >>> import jax, jax.numpy as jnp, optax
   >>> params = {'embeddings': {'word': jnp.ones((4, 2))},
@@ -428,7 +503,8 @@ def adamwdl(
   tx = optax.chain(
       *clip,
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
-      optax.add_decayed_weights(weight_decay, decay_mask),
+      # weight_decay passed check_number: a real scalar (or an array scalar).
+      optax.add_decayed_weights(cast(optax.ScalarOrSchedule, weight_decay), decay_mask),
       optax.scale_by_learning_rate(learning_rate),
       layer_scale,
   )

@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 import jax
+import jax.core  # jax.core.Tracer: jax imports it, but type checkers need it named.
 import numpy as np
 
 

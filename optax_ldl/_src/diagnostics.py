@@ -70,7 +70,9 @@ class Description(NamedTuple):
         f"{len(self.rows)} leaves, {n_params:,} parameters, {len(ratios)} distinct lr "
         f"ratios, weight decay on {decayed} leaves"
     )
-    return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(x) for x in lines] + [summary])
+    return "\n".join(
+        [fmt(header), fmt(["-" * w for w in widths])] + [fmt(x) for x in lines] + [summary]
+    )
 
 
 def _fmt(value: Any, spec: str) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
+import jax.core  # jax.core.Tracer: jax imports it, but type checkers need it named.
 import numpy as np
 
 from optax_ldl._src import stacked as stacked_lib
@@ -210,6 +211,7 @@ def check_layer_index(
   """
   if match.kind != "layer" or not is_concrete(n_layers):
     return
+  assert match.layer is not None  # kind "layer" always carries its index.
   if is_concrete(decay_rate) and float(decay_rate) == 1.0:
     return  # every ratio is 1: the count cannot matter.
   if match.layer > int(n_layers):

@@ -8,7 +8,7 @@ this package.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -160,6 +160,10 @@ class AdamWDL(optax.GradientTransformationExtraArgs):
   0.0
   """
 
+  # Instance attributes beside the tuple's fields (the subclass has a __dict__).
+  _learning_rate: Any
+  name: str | None
+
   def __new__(
       cls,
       learning_rate: Any = 0.001,
@@ -208,5 +212,6 @@ class AdamWDL(optax.GradientTransformationExtraArgs):
     if isinstance(lr, InverseSquareRootSchedule):
       return lr()
     if callable(lr):
-      return float(lr(0))
+      # An Optax schedule's scalar; pyright types a callable Any's result as `object`.
+      return float(cast(Any, lr(0)))
     return float(lr)

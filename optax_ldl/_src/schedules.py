@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -65,7 +66,7 @@ def inverse_sqrt_schedule(
   tau = warmup if timescale is None else timescale
   slope = (learning_rate - init_value) / warmup
 
-  def schedule(count: optax.ScalarOrSchedule) -> jnp.ndarray:
+  def schedule(count: jax.typing.ArrayLike) -> jnp.ndarray:
     # float32 covers every int32 count; both branches are finite for any
     # count, so jnp.where never selects (or differentiates) a NaN.
     k = jnp.asarray(count, jnp.float32)

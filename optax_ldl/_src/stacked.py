@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
+import jax.core  # jax.core.Tracer: jax imports it, but type checkers need it named.
 import jax.numpy as jnp
 import numpy as np
 import optax

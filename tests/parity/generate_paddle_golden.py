@@ -71,9 +71,14 @@ def load_paddlenlp(wheel=None):
         # find_spec on a top-level package locates it without executing its __init__.
         spec = importlib.util.find_spec("paddlenlp")
         if spec is None:
-            sys.exit("paddlenlp not found: pip install --no-deps paddlenlp==2.8.1, or pass --paddlenlp-wheel")
+            sys.exit(
+                "paddlenlp not found: pip install --no-deps paddlenlp==2.8.1, "
+                "or pass --paddlenlp-wheel"
+            )
         root = os.path.dirname(list(spec.submodule_search_locations)[0])
-    mods = {k: _load_module("_paddlenlp_" + k, os.path.join(root, rel)) for k, rel in NLP_FILES.items()}
+    mods = {
+        k: _load_module("_paddlenlp_" + k, os.path.join(root, rel)) for k, rel in NLP_FILES.items()
+    }
     assert "paddlenlp" not in sys.modules
     return mods["adamwdl"].layerwise_lr_decay, mods["lr"].InverseSquareRootSchedule
 
@@ -110,7 +115,8 @@ DEFAULTS = dict(
 
 CASES = [
     ("constant", {}),
-    ("inv_sqrt", dict(learning_rate={"warmup_steps": 5, "learning_rate": 0.02}, layerwise_decay=0.75)),
+    ("inv_sqrt",
+     dict(learning_rate={"warmup_steps": 5, "learning_rate": 0.02}, layerwise_decay=0.75)),
     ("mask", dict(weight_decay=0.05, decay_rule="no_bias_no_norm")),
     ("clip_global", dict(clip={"kind": "global_norm", "clip_norm": 2.0})),
     ("clip_norm", dict(clip={"kind": "norm", "clip_norm": 0.7})),
@@ -139,7 +145,11 @@ def make_grads(rng, shapes):
     factors = np.round(rng.uniform(0.1, 3.0, size=STEPS) * 16.0) / 16.0
     grads = []
     for _, s in shapes:
-        exact = GRAD_SCALE * factors.reshape((STEPS,) + (1,) * len(s)) * round_4_bits(rng.standard_normal((STEPS,) + s))
+        exact = (
+            GRAD_SCALE
+            * factors.reshape((STEPS,) + (1,) * len(s))
+            * round_4_bits(rng.standard_normal((STEPS,) + s))
+        )
         g = exact.astype(np.float32)
         assert np.array_equal(g.astype(np.float64), exact)
         grads.append(g)
@@ -166,7 +176,9 @@ def make_clip(clip):
     raise ValueError(clip)
 
 
-def run_paddle_case(case_idx, cfg, layerwise_lr_decay, InverseSquareRootSchedule):
+def run_paddle_case(
+    case_idx, cfg, layerwise_lr_decay, InverseSquareRootSchedule  # noqa: N803 - PaddleNLP's class
+):
     rng = np.random.default_rng([SEED, case_idx])
     shapes = model_shapes(cfg["n_layers"])
     names = [n for n, _ in shapes]
@@ -174,7 +186,9 @@ def run_paddle_case(case_idx, cfg, layerwise_lr_decay, InverseSquareRootSchedule
     grads = make_grads(rng, shapes)
 
     params = [
-        paddle.create_parameter(list(s), "float32", default_initializer=paddle.nn.initializer.Assign(v))
+        paddle.create_parameter(
+            list(s), "float32", default_initializer=paddle.nn.initializer.Assign(v)
+        )
         for (_, s), v in zip(shapes, init)
     ]
     # Paddle's dynamic names (create_parameter_N.w_0) -> the static names the rules look at.
@@ -183,7 +197,9 @@ def run_paddle_case(case_idx, cfg, layerwise_lr_decay, InverseSquareRootSchedule
 
     # PaddleNLP 2.8.1's layerwise_lr_decay *returns* the ratio; AdamWDL multiplies it into
     # optimize_attr["learning_rate"] around its adam op. Do that once, up front.
-    ratio = np.array([layerwise_lr_decay(cfg["layerwise_decay"], name_dict, cfg["n_layers"], p) for p in params])
+    ratio = np.array(
+        [layerwise_lr_decay(cfg["layerwise_decay"], name_dict, cfg["n_layers"], p) for p in params]
+    )
     for p, r in zip(params, ratio):
         p.optimize_attr["learning_rate"] *= float(r)
     decay_mask = np.array([decays(cfg["decay_rule"], n) for n in names])
@@ -191,7 +207,9 @@ def run_paddle_case(case_idx, cfg, layerwise_lr_decay, InverseSquareRootSchedule
     lr_cfg = cfg["learning_rate"]
     sched = None
     if isinstance(lr_cfg, dict):
-        sched = InverseSquareRootSchedule(warmup_steps=lr_cfg["warmup_steps"], learning_rate=lr_cfg["learning_rate"])
+        sched = InverseSquareRootSchedule(
+            warmup_steps=lr_cfg["warmup_steps"], learning_rate=lr_cfg["learning_rate"]
+        )
     opt = paddle.optimizer.AdamW(
         learning_rate=sched if sched is not None else lr_cfg,
         beta1=cfg["beta1"], beta2=cfg["beta2"], epsilon=cfg["epsilon"],
@@ -216,7 +234,9 @@ def run_paddle_case(case_idx, cfg, layerwise_lr_decay, InverseSquareRootSchedule
             sched.step()
         for k, p in enumerate(params):
             traj[k][t] = p.numpy()
-    return dict(names=names, init=init, grads=grads, params=traj, ratio=ratio, decay_mask=decay_mask, lr=lrs)
+    return dict(
+        names=names, init=init, grads=grads, params=traj, ratio=ratio, decay_mask=decay_mask, lr=lrs
+    )
 
 
 def numpy_reference(cfg, res):
@@ -232,7 +252,9 @@ def numpy_reference(cfg, res):
     lr_cfg = cfg["learning_rate"]
     if isinstance(lr_cfg, dict):
         w, peak = lr_cfg["warmup_steps"], lr_cfg["learning_rate"]
-        lrs = np.array([peak * k / w if k < w else peak * np.sqrt(w) / np.sqrt(k) for k in range(STEPS)])
+        lrs = np.array(
+            [peak * k / w if k < w else peak * np.sqrt(w) / np.sqrt(k) for k in range(STEPS)]
+        )
     else:
         lrs = np.full(STEPS, lr_cfg)
     assert np.allclose(lrs, res["lr"], rtol=1e-12, atol=0), (lrs, res["lr"])
@@ -243,7 +265,9 @@ def numpy_reference(cfg, res):
             gn = np.sqrt(sum(float((x * x).sum()) for x in g))
             g = [x * (clip["clip_norm"] / max(gn, clip["clip_norm"])) for x in g]
         elif clip is not None and clip["kind"] == "norm":
-            g = [x * (clip["clip_norm"] / max(np.sqrt((x * x).sum()), clip["clip_norm"])) for x in g]
+            g = [
+                x * (clip["clip_norm"] / max(np.sqrt((x * x).sum()), clip["clip_norm"])) for x in g
+            ]
         elif clip is not None and clip["kind"] == "value":
             g = [np.clip(x, clip["min"], clip["max"]) for x in g]
         clipped_steps += any(not np.array_equal(a, b) for a, b in zip(before, g))
@@ -290,8 +314,10 @@ def run_paddle_embedding(init, ids, w, sparse, lazy):
     c = LAZY_CFG
     emb = paddle.nn.Embedding(c["num_embeddings"], c["embedding_dim"], sparse=sparse)
     emb.weight.set_value(init)
-    opt = paddle.optimizer.Adam(learning_rate=c["learning_rate"], beta1=c["beta1"], beta2=c["beta2"],
-                                epsilon=c["epsilon"], parameters=emb.parameters(), lazy_mode=lazy)
+    opt = paddle.optimizer.Adam(
+        learning_rate=c["learning_rate"], beta1=c["beta1"], beta2=c["beta2"],
+        epsilon=c["epsilon"], parameters=emb.parameters(), lazy_mode=lazy,
+    )
     out = np.zeros((STEPS,) + init.shape, np.float32)
     grads = np.zeros((STEPS,) + init.shape, np.float32)
     for t in range(STEPS):
@@ -359,7 +385,7 @@ LAYER_RULE_NAMES = [
 ]
 
 
-def schedule_values(InverseSquareRootSchedule, warmup, lr):
+def schedule_values(InverseSquareRootSchedule, warmup, lr):  # noqa: N803 - PaddleNLP's class
     s = InverseSquareRootSchedule(warmup_steps=warmup, learning_rate=lr)
     vals = np.zeros(SCHEDULE_LEN)
     for k in range(SCHEDULE_LEN):
@@ -371,18 +397,26 @@ def schedule_values(InverseSquareRootSchedule, warmup, lr):
     return vals
 
 
-def schedule_restart(InverseSquareRootSchedule):
+def schedule_restart(InverseSquareRootSchedule):  # noqa: N803 - PaddleNLP's class
     def snap(s):
-        return {"last_epoch": int(s.last_epoch), "last_lr": float(s.last_lr), "get_lr": float(s.get_lr())}
+        return {
+            "last_epoch": int(s.last_epoch),
+            "last_lr": float(s.last_lr),
+            "get_lr": float(s.get_lr()),
+        }
 
     s = InverseSquareRootSchedule(4, 1.0, last_epoch=7)
     rec = {"warmup_steps": 4, "learning_rate": 1.0, "last_epoch_arg": 7,
            "after_construction": snap(s), "state_dict_after_construction": {}, "after_steps": []}
-    rec["state_dict_after_construction"] = {k: (v if isinstance(v, (int, str)) else float(v)) for k, v in s.state_dict().items()}
+    rec["state_dict_after_construction"] = {
+        k: (v if isinstance(v, (int, str)) else float(v)) for k, v in s.state_dict().items()
+    }
     for _ in range(3):
         s.step()
         rec["after_steps"].append(snap(s))
-    rec["state_dict_after_steps"] = {k: (v if isinstance(v, (int, str)) else float(v)) for k, v in s.state_dict().items()}
+    rec["state_dict_after_steps"] = {
+        k: (v if isinstance(v, (int, str)) else float(v)) for k, v in s.state_dict().items()
+    }
     return rec
 
 
@@ -407,7 +441,10 @@ def main():
     args = ap.parse_args()
 
     paddle.set_device("cpu")
-    layerwise_lr_decay, InverseSquareRootSchedule = load_paddlenlp(args.paddlenlp_wheel)
+    # PaddleNLP's function and class, under their own names.
+    layerwise_lr_decay, InverseSquareRootSchedule = load_paddlenlp(  # noqa: N806
+        args.paddlenlp_wheel
+    )
     data = {}
 
     print(f"paddle {paddle.__version__}")
@@ -430,9 +467,14 @@ def main():
         data[f"{case}/lr"] = res["lr"]
         config = {k: cfg[k] for k in ("learning_rate", "beta1", "beta2", "epsilon", "weight_decay",
                                       "layerwise_decay", "n_layers", "clip", "steps")}
-        config["decay_rule"] = {"all": "every parameter",
-                                "no_bias_no_norm": "static names containing neither 'bias' nor 'norm'"}[cfg["decay_rule"]]
-        config["reference"] = "paddle.optimizer.AdamW, optimize_attr['learning_rate'] *= layerwise_lr_decay ratio"
+        config["decay_rule"] = {
+            "all": "every parameter",
+            "no_bias_no_norm": "static names containing neither 'bias' nor 'norm'",
+        }[cfg["decay_rule"]]
+        config["reference"] = (
+            "paddle.optimizer.AdamW, "
+            "optimize_attr['learning_rate'] *= layerwise_lr_decay ratio"
+        )
         data[f"{case}/config"] = np.array(json.dumps(config))
 
     # C. Sparse row gradients (see numpy_adam_rows for what Paddle's sparse kernel does).
@@ -441,17 +483,21 @@ def main():
     _, check_grads = run_paddle_embedding(init, ids, w, sparse=False, lazy=False)
     assert np.allclose(check_grads, dense_grads, atol=1e-6), "dense-gradient reconstruction"
     print(f"{'embedding':<12} {'documented':>11} {'paddle sparse kernel model':>27}")
-    for prefix, sparse, lazy in (("lazy", True, True), ("dense", True, False), ("dense_grad", False, False)):
+    embedding_cases = (("lazy", True, True), ("dense", True, False), ("dense_grad", False, False))
+    for prefix, sparse, lazy in embedding_cases:
         traj, _ = run_paddle_embedding(init, ids, w, sparse=sparse, lazy=lazy)
-        errs = [float(np.abs(numpy_adam_rows(init, dense_grads, lazy, model) - traj).max()) for model in (False, True)]
+        errs = [
+            float(np.abs(numpy_adam_rows(init, dense_grads, lazy, model) - traj).max())
+            for model in (False, True)
+        ]
         print(f"{prefix:<12} {errs[0]:11.3e} {errs[1]:27.3e}")
         # Dense gradients follow the documented Adam; sparse ones follow the kernel model.
         assert errs[int(sparse)] <= 1e-5, (prefix, errs)
         data[f"{prefix}/init"] = init
         data[f"{prefix}/grads"] = dense_grads
         data[f"{prefix}/params"] = traj
-        cfg = dict(LAZY_CFG, optimizer="paddle.optimizer.Adam", lazy_mode=lazy, embedding_sparse=sparse,
-                   bias_correction_step="t+1" if sparse else "t",
+        cfg = dict(LAZY_CFG, optimizer="paddle.optimizer.Adam", lazy_mode=lazy,
+                   embedding_sparse=sparse, bias_correction_step="t+1" if sparse else "t",
                    absent_rows_eps_unscaled=bool(sparse and not lazy))
         data[f"{prefix}/config"] = np.array(json.dumps(cfg))
     data["lazy/ids"] = ids
@@ -459,7 +505,9 @@ def main():
     # D.
     for i, (warmup, lr) in enumerate(SCHEDULES):
         data[f"schedule/{i}/values"] = schedule_values(InverseSquareRootSchedule, warmup, lr)
-        data[f"schedule/{i}/config"] = np.array(json.dumps({"warmup_steps": warmup, "learning_rate": lr}))
+        data[f"schedule/{i}/config"] = np.array(
+            json.dumps({"warmup_steps": warmup, "learning_rate": lr})
+        )
     data["schedule/restart"] = np.array(json.dumps(schedule_restart(InverseSquareRootSchedule)))
 
     # E.
@@ -470,7 +518,8 @@ def main():
     data["layer_rule/config"] = np.array(json.dumps({"decay_rate": 0.9, "n_layers": 12}))
 
     np.savez_compressed(args.out, **data)
-    print(f"wrote {os.path.basename(args.out)}: {len(data)} arrays, {os.path.getsize(args.out) / 1e6:.2f} MB")
+    size_mb = os.path.getsize(args.out) / 1e6
+    print(f"wrote {os.path.basename(args.out)}: {len(data)} arrays, {size_mb:.2f} MB")
 
 
 if __name__ == "__main__":
