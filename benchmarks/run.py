@@ -22,9 +22,6 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# torch's OpenMP threads spin after each parallel region by default, stealing
-# the 2 cores from XLA in the alternated measurements; make them sleep.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, HERE)
 
 import _trees  # noqa: E402
@@ -155,53 +152,20 @@ class JaxRunner:
     jax.block_until_ready(self.params)
 
 
-def torch_available():
-  try:
-    import torch  # noqa: F401
+def torch_step(n_layers, h, i, scanned, warmup, repeats):
+  """The torch peer in a process of its own (``_torch_peer.py``)."""
+  import importlib.util
 
-    return True
-  except Exception:  # noqa: BLE001
-    return False
-
-
-class TorchRunner:
-  """torch.optim.AdamW(fused=True) with timm-style groups: one group per
-  (layer ratio, decay / no decay), lr = base lr * ratio."""
-
-  def __init__(self, params_jax, grads_jax, n_layers):
-    import torch
-
-    torch.set_num_threads(os.cpu_count() or 1)
-    self.torch = torch
-    flat_p = {optax_ldl.path_name(p): x for p, x in jax.tree_util.tree_leaves_with_path(params_jax)}
-    flat_g = {optax_ldl.path_name(p): x for p, x in jax.tree_util.tree_leaves_with_path(grads_jax)}
-    groups: dict = {}
-    self.params = []
-    for name, x in flat_p.items():
-      t = torch.from_numpy(np.array(x)).requires_grad_(True)
-      t.grad = torch.from_numpy(np.array(flat_g[name]))
-      self.params.append(t)
-      r = _trees.ratio(name, n_layers)
-      wd = WD if _trees.decays(name) else 0.0
-      groups.setdefault((r, wd), []).append(t)
-    self.n_groups = len(groups)
-    self.opt = torch.optim.AdamW(
-      [{"params": ps, "lr": LR * r, "weight_decay": wd} for (r, wd), ps in groups.items()],
-      lr=LR,
-      fused=True,
-    )
-
-  def __call__(self):
-    with self.torch.no_grad():
-      self.opt.step()
-
-  def state_bytes(self):
-    total = 0
-    for st in self.opt.state.values():
-      for v in st.values():
-        if hasattr(v, "element_size"):
-          total += v.numel() * v.element_size()
-    return total
+  if importlib.util.find_spec("torch") is None:
+    return None, "not installed (pip install -e '.[bench]')"
+  cmd = [sys.executable, os.path.join(HERE, "_torch_peer.py"), str(n_layers), str(h), str(i),
+         str(int(scanned)), str(warmup), str(repeats)]
+  out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+  for line in out.stdout.splitlines()[::-1]:
+    if line.startswith("{"):
+      return json.loads(line), None
+  err = (out.stderr.strip().splitlines() or ["?"])[-1]
+  return None, f"failed: {err[:80]}"
 
 
 def paddle_step(python: str, n_layers, h, i, scanned, warmup, repeats):
@@ -320,8 +284,8 @@ def main():
     bw_bytes = 64 << 20
   else:
     # (shape, warm-up steps, timed steps per optimizer)
-    step_shapes = [("bert-base", 5, 25), ("bert-large", 3, 11)]
-    depths, compile_shape, compile_reps = [12, 48, 96], "bert-base", 3
+    step_shapes = [("bert-base", 5, 41), ("bert-large", 3, 15)]
+    depths, compile_shape, compile_reps = [12, 48, 96], "bert-base", 5
     bw_bytes = 512 << 20
 
   t_start = time.time()
@@ -367,7 +331,7 @@ def main():
           f"state bytes {label}",
           extra == 0,
           f"{sb['adamwdl']:,} vs {sb['adamw']:,}"
-          + (f" (+{extra} B: {extra // 4} ratio scalars)" if extra else ""),
+          + (f" (+{extra} B: {extra // 4} ratio scalar(s))" if extra else ""),
         )
       )
 
@@ -410,35 +374,40 @@ def main():
         flush=True,
       )
 
-      # Peers: torch alternated with adamwdl in this process; Paddle in a subprocess.
+      # Peers, each in a process of its own. torch: rounds of (torch process,
+      # the same number of adamwdl steps here), so that both see the same load.
       if not args.no_peers:
         runners.pop("adamw")
         gc.collect()
-        if torch_available():
-          import torch
-
-          tr = TorchRunner(runners["adamwdl"].params, grads, n_lay)
-          pt = bench_steps({"adamwdl": runners["adamwdl"], "torch": tr}, warmup, reps)
-          pm = {k: median(v) for k, v in pt.items()}
+        rounds, per_round = 3, max(3, reps // 3)
+        pt, ours, err = [], [], None
+        for _ in range(rounds):
+          pr, err = torch_step(n_lay, h, i, scanned, min(warmup, 3), per_round)
+          if pr is None:
+            break
+          pt.append(pr)
+          ours += bench_steps({"adamwdl": runners["adamwdl"]}, 1, per_round)["adamwdl"]
+        if pt:
+          torch_ms = median([t for pr in pt for t in pr["times"]])
+          ours_ms = median(ours)
           peer_rows.append(
             [
               label,
-              f"torch {torch.__version__} AdamW(fused=True), {tr.n_groups} groups",
-              fmt_ms(pm["torch"]),
-              fmt_ms(pm["adamwdl"]),
-              f"{pm['adamwdl'] / pm['torch']:.3f}",
-              "alternated, same process",
+              f"torch {pt[0]['version']} AdamW(fused=True), {pt[0]['n_groups']} groups",
+              fmt_ms(torch_ms),
+              fmt_ms(ours_ms),
+              f"{ours_ms / torch_ms:.3f}",
+              f"own process; {rounds} rounds alternated with adamwdl",
             ]
           )
-          results["peers"][f"torch {label}"] = pt
+          results["peers"][f"torch {label}"] = {"torch": pt, "adamwdl": ours}
           print(
-            f"[{time.time() - t_start:6.0f}s] torch {label}: {fmt_ms(pm['torch'])} ms vs adamwdl "
-            f"{fmt_ms(pm['adamwdl'])} ms",
+            f"[{time.time() - t_start:6.0f}s] torch {label}: {fmt_ms(torch_ms)} ms vs adamwdl "
+            f"{fmt_ms(ours_ms)} ms",
             flush=True,
           )
-          del tr
         else:
-          peer_rows.append([label, "torch AdamW(fused=True)", "not installed", "", "", ""])
+          peer_rows.append([label, "torch AdamW(fused=True)", err, "", "", ""])
         adamwdl_ms = med["adamwdl"]
         del runners, grads
         gc.collect()

@@ -15,8 +15,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax import experimental as jax_experimental
 
 import optax_ldl
+
+# jax.enable_x64 is new in jax 0.8; jax.experimental.enable_x64 (deprecated there) before it.
+enable_x64 = jax.enable_x64 if hasattr(jax, "enable_x64") else jax_experimental.enable_x64
 
 L, D, F, V, B, S = 3, 8, 16, 16, 8, 4
 STEPS = 10
@@ -152,7 +156,7 @@ def test_two_processes_equal_one():
       assert p.returncode == 0, f"process {rank} failed:\n{log[-4000:]}"
     got = dict(np.load(out))
 
-  with jax.enable_x64(True):
+  with enable_x64(True):
     ref = train(init_params())
     flat = lambda tree: {optax_ldl.path_name(p): np.asarray(x)  # noqa: E731
                          for p, x in jax.tree_util.tree_leaves_with_path(tree)}

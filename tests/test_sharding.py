@@ -13,10 +13,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax import experimental as jax_experimental
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import optax_ldl
+
+# jax.enable_x64 and jax.set_mesh are new in jax 0.8 and 0.7.1; jax.experimental.enable_x64
+# (deprecated in 0.8) and jax.sharding.use_mesh before them.
+enable_x64 = jax.enable_x64 if hasattr(jax, "enable_x64") else jax_experimental.enable_x64
+set_mesh = jax.set_mesh if hasattr(jax, "set_mesh") else jax.sharding.use_mesh
 
 L, D, F, V, B, S = 4, 16, 32, 32, 8, 4
 STEPS = 8
@@ -33,8 +39,22 @@ def x64():
   """float64: sharded and single-device programs sum in different orders
   (~1e-7 apart in float32, which Adam amplifies); in float64 the 1e-6 bound
   tests the optimizer, not the rounding."""
-  with jax.enable_x64(True):
+  with enable_x64(True):
     yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shardy():
+  """Shardy, jax's default partitioner from 0.7 on: GSPMD (the default before) reshards
+  the tensor-parallel embedding's update with all-to-alls."""
+  if getattr(jax.config, "jax_use_shardy_partitioner", True):
+    yield
+    return
+  jax.config.update("jax_use_shardy_partitioner", True)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_use_shardy_partitioner", False)
 
 
 def init_params(stacked):
@@ -213,7 +233,7 @@ def test_explicit_mesh_jit_init_follows_params():
   params = init_params(True)
   params = jax.device_put(params, shardings_for("stacked_layer_axis", params, mesh))
   tx = make_tx()
-  with jax.set_mesh(mesh):
+  with set_mesh(mesh):
     state = jax.jit(tx.init)(params)
     assert_like_params(state, params)
     updates, new_state = jax.jit(tx.update)(jax.tree.map(jnp.ones_like, params), state, params)

@@ -6,8 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax import experimental as jax_experimental
 
 import optax_ldl
+
+# jax.enable_x64 is new in jax 0.8; jax.experimental.enable_x64 (deprecated there) before it.
+enable_x64 = jax.enable_x64 if hasattr(jax, "enable_x64") else jax_experimental.enable_x64
 
 L, D, VOCAB, SEQ, BATCH = 4, 8, 16, 8, 4
 STEPS = 20
@@ -95,7 +99,7 @@ def _train(model, params, tx, steps, to_model=lambda p: p):
 def x64():
   """float64, so that the unrolled and scanned programs (which XLA rounds
   differently, ~1e-7 in float32) agree to ~1e-15 and 1e-6 tests the optimizer."""
-  with jax.enable_x64(True):
+  with enable_x64(True):
     yield
 
 
@@ -175,7 +179,8 @@ def test_auto_detects_nnx_stack():
   params = nnx.state(Model(nnx.Rngs(0)), nnx.Param)
   tx = optax_ldl.adamwdl(1.0, weight_decay=0.0, layerwise_decay=0.5, n_layers=3)
   u, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
-  ratios = jnp.abs(u["layers"]["lin"]["kernel"][...][:, 0, 0])
+  kernel = jax.tree.leaves(u["layers"]["lin"]["kernel"])[0]  # Flax < 0.11: a VariableState
+  ratios = jnp.abs(kernel[:, 0, 0])
   np.testing.assert_allclose(ratios, [0.125, 0.25, 0.5], rtol=1e-3)
 
 

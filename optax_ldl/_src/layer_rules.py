@@ -320,7 +320,7 @@ def _stack_specs(tree: Any, stacked: Any, decay: Any, n_layers: Any) -> dict[str
   specs = {}
   for name, _, x in _leaves_with_names(tree):
     spec = stacked_lib.leaf_spec(
-        stacked, name, tuple(jax.numpy.shape(x)), n_layers, explicit_only
+        stacked, name, tuple(np.shape(x)), n_layers, explicit_only
     )
     if spec is not None:
       specs[name] = spec
@@ -413,7 +413,7 @@ def _custom_groups(
 
   specs = specs or {}
   for name, path, x in leaves:
-    shape, dtype = tuple(jax.numpy.shape(x)), getattr(x, "dtype", None)
+    shape, dtype = tuple(np.shape(x)), getattr(x, "dtype", None)
     spec = specs.get(name)
     if spec is not None:  # stacked: the rule sees each slice's unrolled name.
       vector = stacked_lib.ratio_vector([
