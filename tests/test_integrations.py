@@ -405,6 +405,25 @@ def orbax_runs(tmp_path_factory):
     return uninterrupted, pickle.load(f)
 
 
+def test_orbax_restore_with_another_decay_fails_instead_of_using_old_ratios(tmp_path):
+  ocp = pytest.importorskip("orbax.checkpoint")
+  params = {"embed": jnp.ones((4, 2)), "head": jnp.ones((2, 1)),
+            **{f"layers_{i}": {"w": jnp.ones((2, 2))} for i in range(2)}}
+  saved = optax_ldl.adamwdl(1e-3, layerwise_decay=0.8, n_layers=2).init(params)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(tmp_path / "ckpt", saved)
+  for decay, fails in ((0.9, True), (0.8, False)):
+    target = optax_ldl.adamwdl(1e-3, layerwise_decay=decay, n_layers=2).init(params)
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    with ocp.StandardCheckpointer() as ckptr:
+      if fails:
+        with pytest.raises(ValueError, match=r"layer_1@0\.8(?!\d)"):
+          ckptr.restore(tmp_path / "ckpt", target)
+      else:
+        restored = ckptr.restore(tmp_path / "ckpt", target)
+        assert jax.tree.structure(restored) == jax.tree.structure(saved)
+
+
 @pytest.mark.parametrize("variant", list(ORBAX_VARIANTS))
 def test_orbax_restore_in_fresh_process_continues_bit_identically(orbax_runs, variant):
   # TrainState with AdamWDL(InverseSquareRootSchedule, ClipGradByGlobalNorm),
