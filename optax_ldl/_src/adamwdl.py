@@ -147,9 +147,7 @@ def scale_by_layer_ratio(
         r = ratio
       else:  # a static ratio of 1.
         return u
-      if jnp.issubdtype(jnp.result_type(u), jnp.inexact):
-        r = jnp.asarray(r).astype(jnp.result_type(u))  # as optax.scale's weak scalar.
-      return u * r
+      return stacked_lib.times_ratio(u, r)
 
     return jax.tree.map(scale, updates, groups.labels), state
 

@@ -199,6 +199,14 @@ def broadcast_ratio(ratios: Any, axis: int, ndim: int) -> Any:
   return jnp.reshape(jnp.asarray(ratios), [-1 if j == axis else 1 for j in range(ndim)])
 
 
+def times_ratio(u: Any, ratio: Any) -> Any:
+  """``u * ratio``, the ratio cast to ``u``'s float dtype (as optax.scale's weak scalar)."""
+  ratio = jnp.asarray(ratio)
+  if jnp.issubdtype(jnp.result_type(u), jnp.inexact):
+    ratio = ratio.astype(jnp.result_type(u))
+  return u * ratio
+
+
 def scale_by_stacked_ratio(ratios: Any, axis: int) -> optax.GradientTransformation:
   """Multiplies slice ``i`` (along ``axis``) of every update by ``ratios[i]``.
 
@@ -226,10 +234,7 @@ def scale_by_stacked_ratio(ratios: Any, axis: int) -> optax.GradientTransformati
     del params
 
     def scale(u):
-      r = broadcast_ratio(ratios, axis, jnp.ndim(u))
-      if jnp.issubdtype(jnp.result_type(u), jnp.inexact):
-        r = r.astype(jnp.result_type(u))  # as optax.scale's weak-typed scalar.
-      return u * r
+      return times_ratio(u, broadcast_ratio(ratios, axis, jnp.ndim(u)))
 
     return jax.tree.map(scale, updates), state
 
