@@ -15,12 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax import experimental as jax_experimental
+from _compat import enable_x64
 
 import optax_ldl
-
-# jax.enable_x64 is new in jax 0.8; jax.experimental.enable_x64 (deprecated there) before it.
-enable_x64 = jax.enable_x64 if hasattr(jax, "enable_x64") else jax_experimental.enable_x64
 
 L, D, F, V, B, S = 3, 8, 16, 16, 8, 4
 STEPS = 10

@@ -13,16 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax import experimental as jax_experimental
+from _compat import enable_x64, set_mesh
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import optax_ldl
-
-# jax.enable_x64 and jax.set_mesh are new in jax 0.8 and 0.7.1; jax.experimental.enable_x64
-# (deprecated in 0.8) and jax.sharding.use_mesh before them.
-enable_x64 = jax.enable_x64 if hasattr(jax, "enable_x64") else jax_experimental.enable_x64
-set_mesh = jax.set_mesh if hasattr(jax, "set_mesh") else jax.sharding.use_mesh
 
 L, D, F, V, B, S = 4, 16, 32, 32, 8, 4
 STEPS = 8
