@@ -152,48 +152,40 @@ class JaxRunner:
     jax.block_until_ready(self.params)
 
 
+def run_peer(python: str, script: str, module: str, args, timeout: int):
+  """Runs a peer script; (its JSON result, None) or (None, why not)."""
+  cmd = [python, os.path.join(HERE, script), *(str(int(a)) for a in args)]
+  try:
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+  except Exception as e:  # noqa: BLE001
+    return None, f"failed: {e}"
+  for line in out.stdout.splitlines()[::-1]:
+    if line.startswith("{"):
+      return json.loads(line), None
+  if f"No module named '{module}'" in out.stderr:
+    return None, "not installed"
+  err = (out.stderr.strip().splitlines() or ["?"])[-1]
+  return None, f"failed: {err[:80]}"
+
+
 def torch_step(n_layers, h, i, scanned, warmup, repeats):
   """The torch peer in a process of its own (``_torch_peer.py``)."""
   import importlib.util
 
   if importlib.util.find_spec("torch") is None:
     return None, "not installed (pip install -e '.[bench]')"
-  cmd = [sys.executable, os.path.join(HERE, "_torch_peer.py"), str(n_layers), str(h), str(i),
-         str(int(scanned)), str(warmup), str(repeats)]
-  out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-  for line in out.stdout.splitlines()[::-1]:
-    if line.startswith("{"):
-      return json.loads(line), None
-  err = (out.stderr.strip().splitlines() or ["?"])[-1]
-  return None, f"failed: {err[:80]}"
+  return run_peer(sys.executable, "_torch_peer.py", "torch",
+                  (n_layers, h, i, scanned, warmup, repeats), timeout=1800)
 
 
 def paddle_step(python: str, n_layers, h, i, scanned, warmup, repeats):
+  """The Paddle peer, with the interpreter that has paddlepaddle (``_paddle_peer.py``)."""
   if not python:
     return None, "not run (no --paddle-python / $PADDLE_PYTHON)"
   if not os.path.exists(python):
     return None, f"not installed ({python} does not exist)"
-  cmd = [
-    python,
-    os.path.join(HERE, "_paddle_peer.py"),
-    str(n_layers),
-    str(h),
-    str(i),
-    str(int(scanned)),
-    str(warmup),
-    str(repeats),
-  ]
-  try:
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-  except Exception as e:  # noqa: BLE001
-    return None, f"failed: {e}"
-  for line in out.stdout.splitlines()[::-1]:
-    if line.startswith("{"):
-      return json.loads(line), None
-  err = (out.stderr.strip().splitlines() or ["?"])[-1]
-  return None, (
-    "not installed" if "No module named 'paddle'" in out.stderr else f"failed: {err[:80]}"
-  )
+  return run_peer(python, "_paddle_peer.py", "paddle",
+                  (n_layers, h, i, scanned, warmup, repeats), timeout=900)
 
 
 # ----------------------------------------------------------- compile
