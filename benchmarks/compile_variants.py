@@ -7,10 +7,13 @@ Builds the full jitted step (`tx.update` + `optax.apply_updates`, as run.py) on 
 unrolled BERT-base-shaped tree for several ways of applying the per-layer ratio, and
 prints trace+lower and compile times (medians of alternated rounds) and the number of
 fused computations in the compiled HLO, all and distinct (bodies compared with their
-instruction names normalised). The variants (`scale_by_layer_ratio` replaced in
-`adamwdl`'s chain; everything else is the same):
+instruction names normalised). The variants go through the explicit seam
+`_optimizers.make_tx("adamwdl", ..., scale=variant)` (AdamW's chain, then
+`variant(LayerDecay)`; `_variants.py` describes each):
 
-- `adamwdl`: the package as it is: each group's ratio a float scalar in the state.
+- `adamwdl`: the package as it is (`optax_ldl.adamwdl`): each group's ratio a float
+  scalar in the state, read through a zero-reset `jnp.where` behind one barrier.
+- `plain`: the ratios in the state read as they are (no `where`, no barrier).
 - `literal`: `optax.partition({label: optax.scale(ratio)}, labels)`: ratios as constants.
 - `barrier`: as `literal`, the ratios passed through `jax.lax.optimization_barrier`.
 - `cond`: no state; each ratio the output of a `lax.cond` with identical branches on a
@@ -31,78 +34,18 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _optimizers  # noqa: E402
+import _report  # noqa: E402
+import _variants  # noqa: E402
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
-import run  # noqa: E402
-
-from optax_ldl._src import adamwdl as adamwdl_lib  # noqa: E402
-from optax_ldl._src import layer_rules  # noqa: E402
-from optax_ldl._src import stacked as stacked_lib  # noqa: E402
-
-PACKAGE = adamwdl_lib.scale_by_layer_ratio
 
 
-def _partitioned(scale_fn):
-  """A scale_by_layer_ratio that applies scale_fn(ratio) per label with optax.partition."""
-
-  def make(*, layerwise_decay, n_layers, set_param_lr_fun=None, name_dict=None, stacked="auto"):
-    def partition(tree):
-      groups = layer_rules.layer_groups(
-          tree, layerwise_decay=layerwise_decay, n_layers=n_layers,
-          set_param_lr_fun=set_param_lr_fun, name_dict=name_dict, stacked=stacked)
-      transforms = {label: scale_fn(r) for label, r in groups.ratios.items()}
-      return optax.partition(transforms, groups.labels)
-
-    return optax.GradientTransformationExtraArgs(
-        lambda params: partition(params).init(params),
-        lambda updates, state, params=None, **kw: partition(updates).update(
-            updates, state, params, **kw))
-
-  return make
-
-
-def _stateless(ratio_of):
-  """An optax.scale-like transformation whose ratio is ratio_of(ratio, updates)."""
-
-  def scale_fn(ratio):
-    def update(updates, state, params=None):
-      del params
-      r = ratio_of(ratio, updates)
-      return jax.tree.map(lambda u: stacked_lib.times_ratio(u, r), updates), state
-
-    return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
-
-  return scale_fn
-
-
-def _barrier(ratio, updates):
-  del updates
-  return jax.lax.optimization_barrier(jnp.float32(ratio))
-
-
-def _cond(ratio, updates):
-  x = jax.tree.leaves(updates)[0].reshape(-1)[0]
-  constant = lambda: jnp.float32(ratio)  # noqa: E731
-  return jax.lax.cond(x == x, constant, constant)
-
-
-VARIANTS = {
-    "adamwdl": PACKAGE,
-    "literal": _partitioned(optax.scale),
-    "barrier": _partitioned(_stateless(_barrier)),
-    "cond": _partitioned(_stateless(_cond)),
-}
-
-
-def make_tx(kind, sds, n_layers):
-  if kind == "adamw":
-    return run.make_tx("adamw", sds, n_layers, False)
-  adamwdl_lib.scale_by_layer_ratio = VARIANTS[kind]
-  try:
-    return run.make_tx("adamwdl", sds, n_layers, False)
-  finally:
-    adamwdl_lib.scale_by_layer_ratio = PACKAGE
+def make_tx(kind: str, sds, n_layers: int):
+  """optax.adamw, optax_ldl.adamwdl, or adamwdl with the ratio applied by a variant."""
+  if kind in ("adamw", "adamwdl"):
+    return _optimizers.make_tx(kind, sds, n_layers, False)
+  return _optimizers.make_tx("adamwdl", sds, n_layers, False, scale=_variants.VARIANTS[kind])
 
 
 def fusions(hlo_text: str) -> tuple[int, int]:
@@ -117,12 +60,14 @@ def main():
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--depths", type=int, nargs="+", default=[12, 48])
   ap.add_argument("--rounds", type=int, default=3, help="timed rounds after one warm-up")
+  ap.add_argument("--variants", nargs="+", default=list(_variants.VARIANTS),
+                  choices=list(_variants.VARIANTS), help="variants besides adamwdl (default: all)")
   args = ap.parse_args()
-  kinds = ["adamw", *VARIANTS]
+  kinds = ["adamw", "adamwdl", *args.variants]
   print(f"jax {jax.__version__}, optax {optax.__version__}, backend {jax.default_backend()}")
   rows = []
   for depth in args.depths:
-    n_layers, sds = run.sds_tree("bert-base", depth, False)
+    n_layers, sds = _optimizers.sds_tree("bert-base", depth, False)
     times = {k: [] for k in kinds}
     counts = {}
     for r in range(args.rounds + 1):  # round 0: untimed warm-up
@@ -130,7 +75,7 @@ def main():
         tx = make_tx(kind, sds, n_layers)
         state = jax.eval_shape(tx.init, sds)
         t0 = time.perf_counter()
-        lowered = run.jit_step(tx).trace(sds, state, sds).lower()
+        lowered = _optimizers.jit_step(tx).trace(sds, state, sds).lower()
         t1 = time.perf_counter()
         compiled = lowered.compile()
         t2 = time.perf_counter()
@@ -146,8 +91,8 @@ def main():
                    f"{(trace + comp) / base:.2f}"])
       print(" | ".join(str(c) for c in rows[-1]), flush=True)
   print()
-  print(run.table(["layers", "variant", "fusions", "distinct", "trace+lower s", "compile s",
-                   "trace+compile / adamw"], rows))
+  print(_report.table(["layers", "variant", "fusions", "distinct", "trace+lower s", "compile s",
+                       "trace+compile / adamw"], rows))
 
 
 if __name__ == "__main__":

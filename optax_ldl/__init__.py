@@ -1,26 +1,15 @@
-"""optax_ldl: AdamW with layer-wise learning-rate decay for Optax (PaddleNLP's AdamWDL)."""
+"""optax_ldl: layer-wise learning-rate decay for Optax (PaddleNLP's AdamWDL and more)."""
 
-from optax_ldl._src.adamwdl import (
-    LazyRowsState,
-    MasterWeightsState,
-    ScaleByLayerRatioState,
-    adamwdl,
-    float_leaves_only,
-    lazy_rows,
-    master_weights,
-    scale_by_layer_ratio,
-)
+from optax_ldl._src.adamwdl import adamwdl
 from optax_ldl._src.clipping import clip_grad_by_global_norm, clip_grad_by_norm, clip_grad_by_value
 from optax_ldl._src.diagnostics import Description, Row, describe
-from optax_ldl._src.layer_rules import (
-    RULE_TABLE,
-    LayerGroups,
-    LayerMatch,
-    Param,
-    classify,
-    layer_groups,
-    layerwise_lr_decay,
-    path_name,
+from optax_ldl._src.drift import Drift, layer_drift
+from optax_ldl._src.layer_map import LayerMap, Placement
+from optax_ldl._src.layer_scale import (
+    LayerDecay,
+    ScaleByLayerRatioState,
+    layerwise,
+    scale_by_layer_ratio,
 )
 from optax_ldl._src.paddle import (
     AdamWDL,
@@ -28,11 +17,21 @@ from optax_ldl._src.paddle import (
     ClipGradByNorm,
     ClipGradByValue,
     InverseSquareRootSchedule,
+    Param,
+    layerwise_lr_decay,
 )
+from optax_ldl._src.rules import LayerRuleError, classify, rule_table_markdown
 from optax_ldl._src.schedules import inverse_sqrt_schedule
-from optax_ldl._src.stacked import StackedRatio, scale_by_stacked_ratio
+from optax_ldl._src.tracing import trace_layers
+from optax_ldl._src.wrappers import (
+    LazyRowsState,
+    MasterWeightsState,
+    float_leaves_only,
+    lazy_rows,
+    master_weights,
+)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = (
     "AdamWDL",
@@ -40,16 +39,17 @@ __all__ = (
     "ClipGradByNorm",
     "ClipGradByValue",
     "Description",
+    "Drift",
     "InverseSquareRootSchedule",
-    "LayerGroups",
-    "LayerMatch",
+    "LayerDecay",
+    "LayerMap",
+    "LayerRuleError",
     "LazyRowsState",
     "MasterWeightsState",
     "Param",
-    "RULE_TABLE",
+    "Placement",
     "Row",
     "ScaleByLayerRatioState",
-    "StackedRatio",
     "adamwdl",
     "classify",
     "clip_grad_by_global_norm",
@@ -59,10 +59,11 @@ __all__ = (
     "float_leaves_only",
     "inverse_sqrt_schedule",
     "lazy_rows",
-    "layer_groups",
+    "layer_drift",
+    "layerwise",
     "layerwise_lr_decay",
     "master_weights",
-    "path_name",
+    "rule_table_markdown",
     "scale_by_layer_ratio",
-    "scale_by_stacked_ratio",
+    "trace_layers",
 )

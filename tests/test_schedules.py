@@ -88,3 +88,47 @@ def test_paddle_class_restart_offsets_the_optax_call():
   plain = optax_ldl.inverse_sqrt_schedule(4, 1.0)
   for count in range(5):
     assert float(sched(count)) == pytest.approx(float(plain(count + 8)), rel=1e-6)
+
+
+def test_negative_counts_are_step_zero_never_a_negative_lr():
+  sched = optax_ldl.inverse_sqrt_schedule(4, 1.0, init_value=0.1)
+  counts = jnp.array([-(2**31), -5, -1, 0], jnp.int32)
+  values = np.asarray(jax.jit(jax.vmap(sched))(counts))
+  np.testing.assert_allclose(values, [0.1] * 4, rtol=1e-6)
+  assert float(sched(-3.5)) == pytest.approx(0.1)
+  paddle = optax_ldl.InverseSquareRootSchedule(4, 1.0)
+  assert float(paddle(-10)) == 0.0
+  assert float(jax.jit(paddle)(jnp.int32(-10))) == 0.0
+
+
+@pytest.mark.parametrize("kwargs, arg", [
+    (dict(warmup_steps=4, learning_rate=math.inf), "learning_rate"),
+    (dict(warmup_steps=4, learning_rate=math.nan), "learning_rate"),
+    (dict(warmup_steps=4, learning_rate=np.float32("inf")), "learning_rate"),
+    (dict(warmup_steps=4, init_value=math.inf), "init_value"),
+    (dict(warmup_steps=4, timescale=math.inf), "timescale"),
+    (dict(warmup_steps=4, timescale=math.nan), "timescale"),
+])
+def test_non_finite_values_are_refused(kwargs, arg):
+  with pytest.raises(ValueError, match=rf"inverse_sqrt_schedule: {arg} must be finite"):
+    optax_ldl.inverse_sqrt_schedule(**kwargs)
+
+
+@pytest.mark.parametrize("value", [math.inf, math.nan])
+def test_paddle_class_refuses_non_finite_learning_rate(value):
+  with pytest.raises(ValueError, match=r"learning_rate must be finite"):
+    optax_ldl.InverseSquareRootSchedule(4, value)
+
+
+@pytest.mark.parametrize("kwargs, arg, error", [
+    (dict(warmup_steps=4, learning_rate=1 + 2j), "learning_rate", TypeError),
+    (dict(warmup_steps=4, learning_rate="1e-3"), "learning_rate", TypeError),
+    (dict(warmup_steps=4, learning_rate=None), "learning_rate", TypeError),
+    (dict(warmup_steps=4, init_value=np.complex64(1)), "init_value", TypeError),
+    (dict(warmup_steps=4, timescale=True), "timescale", TypeError),
+    (dict(warmup_steps="4"), "warmup_steps", TypeError),
+    (dict(warmup_steps=np.array([4])), "warmup_steps", TypeError),
+])
+def test_wrong_types_name_the_argument(kwargs, arg, error):
+  with pytest.raises(error, match=rf"inverse_sqrt_schedule: {arg} must be"):
+    optax_ldl.inverse_sqrt_schedule(**kwargs)

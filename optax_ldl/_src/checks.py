@@ -1,29 +1,42 @@
 """Argument checks shared by the public factories: clear errors, eager when possible.
 
-A value that is a tracer (``optax.inject_hyperparams`` under ``jit``) or an
-array whose value is not yet known is not checked; it was checked when it was
-first given as a number.
+Every message names the function, the argument, the value it got and what is
+accepted. A value that is a tracer (``optax.inject_hyperparams`` under ``jit``)
+or an array whose value is not yet known is not checked; it was checked when it
+was first given as a number.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
 import jax
 import jax.core  # jax.core.Tracer: jax imports it, but type checkers need it named.
+import jax.numpy as jnp
 import numpy as np
 
 
+def _is_real_number_dtype(dtype: Any) -> bool:
+  return np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating) or (
+      dtype == jnp.bfloat16
+  )
+
+
 def concrete_float(value: Any) -> float | None:
-  """``float(value)`` for a Python or concrete array scalar, else ``None``."""
-  if isinstance(value, jax.core.Tracer) or callable(value):
+  """``float(value)`` for a real Python or concrete array scalar, else ``None``.
+
+  >>> concrete_float(0.5), concrete_float(np.float32(2)), concrete_float(lambda k: k)
+  (0.5, 2.0, None)
+  """
+  if isinstance(value, (jax.core.Tracer, str, bytes)) or callable(value):
     return None
   try:
     array = np.asarray(value)
   except Exception:  # noqa: BLE001 - anything not array-like is checked by type.
     return None
-  if array.shape != () or not np.issubdtype(array.dtype, np.number):
+  if array.shape != () or not _is_real_number_dtype(array.dtype) or array.dtype == np.bool_:
     return None
   return float(array)
 
@@ -38,18 +51,50 @@ def check_number(
     low_open: bool = False,
     high_open: bool = False,
     accepted: str,
+    allow_inf: bool = False,
 ) -> None:
-  """Raises ``ValueError`` naming ``owner``, ``arg`` and ``accepted`` when out of range."""
-  if isinstance(value, bool) or not (
-      isinstance(value, (int, float, np.number, np.ndarray, jax.Array))
+  """Raises unless ``value`` is a real, finite scalar in the given range.
+
+  ``TypeError`` for a value that is not a real number (a string, a bool, a
+  complex number, a callable); ``ValueError`` for a non-scalar array, NaN,
+  ``inf`` (unless ``allow_inf``; the range still applies to it) or a value out of
+  range. Tracers and arrays without a concrete value pass (shape permitting).
+
+  >>> check_number("f", "eps", float("inf"), low=0.0, accepted="a number > 0")
+  Traceback (most recent call last):
+  ...
+  ValueError: f: eps must be finite (a number > 0), got inf
+
+  Args:
+    owner: the public function, named first in the message.
+    arg: the argument's name.
+    value: the value to check.
+    low: the lowest value accepted, or ``None``.
+    high: the highest value accepted, or ``None``.
+    low_open: ``low`` itself is refused.
+    high_open: ``high`` itself is refused.
+    accepted: what is accepted, in words (``"a number in [0, 1)"``).
+    allow_inf: ``+inf``/``-inf`` are accepted (when in range), e.g. a clip norm.
+  """
+  if isinstance(value, (bool, np.bool_)) or not isinstance(
+      value, (int, float, np.number, np.ndarray, jax.Array)
   ):
-    raise TypeError(f"{owner}: {arg} must be {accepted}, got {value!r}")
+    kind = "a complex number" if isinstance(value, complex) else type(value).__name__
+    raise TypeError(f"{owner}: {arg} must be {accepted}, got {value!r} ({kind})")
+  dtype = np.result_type(value) if not isinstance(value, jax.Array) else value.dtype
+  if not _is_real_number_dtype(dtype):
+    raise TypeError(
+        f"{owner}: {arg} must be {accepted} (a real number), got {value!r} of dtype {dtype}"
+    )
+  if np.shape(value) != ():
+    raise ValueError(f"{owner}: {arg} must be a scalar ({accepted}), got shape {np.shape(value)}")
   x = concrete_float(value)
-  if x is None:
-    if np.shape(value) != ():
-      raise ValueError(f"{owner}: {arg} must be a scalar ({accepted}), got shape {np.shape(value)}")
+  if x is None:  # a tracer: checked when it was a number.
     return
-  bad = math.isnan(x)
+  if math.isnan(x) or (math.isinf(x) and not allow_inf):
+    what = "not NaN" if allow_inf else "finite"
+    raise ValueError(f"{owner}: {arg} must be {what} ({accepted}), got {value!r}")
+  bad = False
   if low is not None:
     bad |= x <= low if low_open else x < low
   if high is not None:
@@ -59,18 +104,105 @@ def check_number(
 
 
 def check_int(owner: str, arg: str, value: Any, *, minimum: int, accepted: str) -> None:
-  """Raises unless ``value`` is an integer ``>= minimum`` (tracers pass)."""
+  """Raises unless ``value`` is an integer ``>= minimum`` (tracers pass).
+
+  >>> check_int("f", "n_layers", 2.0, minimum=1, accepted="an int >= 1")
+  Traceback (most recent call last):
+  ...
+  TypeError: f: n_layers must be an int >= 1, got 2.0
+  """
   if isinstance(value, jax.core.Tracer):
     return
-  array = np.asarray(value) if not isinstance(value, bool) else None
+  array = None
+  if not isinstance(value, (bool, np.bool_, str, bytes)):
+    try:
+      array = np.asarray(value)
+    except Exception:  # noqa: BLE001 - anything not array-like is refused below.
+      array = None
   if array is None or array.shape != () or not np.issubdtype(array.dtype, np.integer):
     raise TypeError(f"{owner}: {arg} must be {accepted}, got {value!r}")
   if int(array) < minimum:
     raise ValueError(f"{owner}: {arg} must be {accepted}, got {value!r}")
 
 
+def _takes_one_argument(fn: Any) -> bool | None:
+  """Whether ``fn(count)`` binds; ``None`` when the signature cannot be read."""
+  try:
+    signature = inspect.signature(fn)
+  except (TypeError, ValueError):
+    return None
+  try:
+    signature.bind(0)
+  except TypeError:
+    return False
+  return True
+
+
+def check_schedule(owner: str, arg: str, value: Any, accepted: str) -> None:
+  """Raises unless ``value`` is a callable of the step count that returns a number.
+
+  The call is traced with ``jax.eval_shape`` on an int32 count (nothing is
+  computed): a schedule taking no argument, or returning ``None``, a string or
+  an array that is not a number, is refused now rather than deep inside the
+  first update. A schedule that cannot be traced (Python control flow on the
+  count) is not refused: optax may still call it with a concrete count.
+
+  >>> check_schedule("f", "lr", lambda: 1e-3, "a schedule")
+  Traceback (most recent call last):
+  ...
+  TypeError: f: lr must be a schedule: a function of the step count, got a callable of ()
+  """
+  if not callable(value):
+    raise TypeError(f"{owner}: {arg} must be {accepted}, got {value!r}")
+  takes = _takes_one_argument(value)
+  if takes is False:
+    raise TypeError(
+        f"{owner}: {arg} must be {accepted}: a function of the step count, got a callable "
+        f"of {inspect.signature(value)}"
+    )
+  try:
+    out = jax.eval_shape(value, jax.ShapeDtypeStruct((), jnp.int32))
+  except TypeError as e:
+    if "not a valid JAX type" in str(e):  # it returns a string, a dict of strings ...
+      raise TypeError(
+          f"{owner}: {arg} must be {accepted}: its value at a step count must be a real "
+          f"number ({e})"
+      ) from e
+    return  # untraceable (Python control flow on the count): checked when called.
+  except Exception:  # noqa: BLE001 - untraceable schedules are checked when called.
+    return
+  leaves = jax.tree.leaves(out)
+  ok = (
+      len(leaves) == 1
+      and not isinstance(out, (list, tuple, dict))
+      and _is_real_number_dtype(getattr(leaves[0], "dtype", np.float64))
+      and getattr(leaves[0], "dtype", None) != np.bool_
+  )
+  if not ok:
+    shown = out if len(leaves) != 1 else f"{type(out).__name__} {out}"
+    raise TypeError(
+        f"{owner}: {arg} must be {accepted}: its value at a step count must be a real "
+        f"number, but {arg}(count) returns {shown}"
+    )
+  shape = getattr(leaves[0], "shape", ())
+  if shape != ():
+    raise ValueError(
+        f"{owner}: {arg} must be {accepted}: its value at a step count must be a scalar, "
+        f"but {arg}(count) has shape {shape}"
+    )
+
+
 def check_schedule_or_number(owner: str, arg: str, value: Any, accepted: str) -> None:
-  """A learning rate: a callable schedule, or a number ``>= 0``."""
+  """A learning rate: a schedule of the step count (see :func:`check_schedule`), or a number.
+
+  A number must be finite and ``>= 0``.
+
+  >>> check_schedule_or_number("f", "learning_rate", float("nan"), "a number >= 0 or a schedule")
+  Traceback (most recent call last):
+  ...
+  ValueError: f: learning_rate must be finite (a number >= 0 or a schedule), got nan
+  """
   if callable(value):
+    check_schedule(owner, arg, value, accepted)
     return
   check_number(owner, arg, value, low=0.0, accepted=accepted)

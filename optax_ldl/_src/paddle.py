@@ -1,4 +1,5 @@
-"""Paddle-compatible names: ``AdamWDL``, ``InverseSquareRootSchedule``, ``ClipGradBy*``.
+"""Paddle-compatible names: ``AdamWDL``, ``layerwise_lr_decay``, ``InverseSquareRootSchedule``,
+``ClipGradBy*``.
 
 Code written for PaddleNLP ports by changing its imports: the constructors take
 Paddle's argument names and defaults and build the Optax transformations of
@@ -7,16 +8,19 @@ this package.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import jax
+import jax.core  # jax.core.Tracer: jax imports it, but type checkers need it named.
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from optax_ldl._src import checks, clipping
+from optax_ldl._src import checks, clipping, rules
 from optax_ldl._src.adamwdl import adamwdl
-from optax_ldl._src.layer_rules import layerwise_lr_decay
 from optax_ldl._src.schedules import inverse_sqrt_schedule
 
 
@@ -73,6 +77,15 @@ class InverseSquareRootSchedule:
     self.verbose = verbose
     self.step()
     self._start = self.last_epoch
+
+  def __getstate__(self) -> dict[str, Any]:
+    state = dict(self.__dict__)
+    del state["_schedule"]  # a closure: rebuilt from warmup_steps and base_lr.
+    return state
+
+  def __setstate__(self, state: dict[str, Any]) -> None:
+    self.__dict__.update(state)
+    self._schedule = inverse_sqrt_schedule(self.warmup_steps, self.base_lr)
 
   def get_lr(self) -> float:
     """The learning rate at ``last_epoch``, computed in Python floats as Paddle does."""
@@ -138,6 +151,179 @@ def ClipGradByValue(  # noqa: N802
   return clipping.clip_grad_by_value(max, min)
 
 
+@dataclasses.dataclass
+class Param:
+  """What a layer rule is given about one parameter (Paddle's ``Parameter``).
+
+  Rules read ``param.name`` and return the ratio; rules written for older
+  PaddleNLP that multiply ``param.optimize_attr["learning_rate"]`` and return
+  ``None`` work too.
+
+  Attributes:
+    name: the parameter's path name, keys joined by ``/`` (or its
+      ``name_dict`` entry).
+    path: the JAX key path.
+    shape: the parameter's shape.
+    dtype: the parameter's dtype.
+    optimize_attr: ``{"learning_rate": 1.0}``, for Paddle-style rules to scale.
+  """
+
+  name: str
+  path: tuple[Any, ...] = ()
+  shape: tuple[int, ...] = ()
+  dtype: Any = None
+  optimize_attr: dict[str, Any] = dataclasses.field(
+      default_factory=lambda: {"learning_rate": 1.0}
+  )
+
+
+def static_name(name_dict: Mapping[str, str] | None, name: str) -> str:
+  """``name_dict[name]``, or a ``ValueError`` that says what is missing."""
+  if name_dict is None:
+    return name
+  try:
+    return name_dict[name]
+  except KeyError:
+    raise ValueError(
+        f"name_dict has no entry for parameter {name!r}. name_dict maps every "
+        "parameter's path name (keys joined by '/') to the name the layer rule "
+        f"sees; it has {len(name_dict)} entries, e.g. {sorted(name_dict)[:3]!r}."
+    ) from None
+
+
+def _param_name(param: Any) -> str:
+  """The name of ``param``: a string, a JAX key path, or an object's ``.name``."""
+  if isinstance(param, str):
+    return param
+  if isinstance(param, tuple):
+    return jax.tree_util.keystr(param, simple=True, separator="/")
+  name = getattr(param, "name", None)
+  if not isinstance(name, str):
+    raise TypeError(
+        "param must be a name (str), a JAX key path (tuple) or an object with "
+        f"a str .name (like optax_ldl.Param), got {param!r}"
+    )
+  return name
+
+
+def layerwise_lr_decay(
+    decay_rate: Any,
+    name_dict: Mapping[str, str] | None,
+    n_layers: Any,
+    param: Any,
+) -> Any:
+  r"""PaddleNLP's layer-wise lr decay rule: the lr ratio of one parameter.
+
+  With ``n_layers`` transformer layers numbered ``0 .. n_layers-1``:
+
+  .. math::
+
+    r = \begin{cases}
+      \alpha^{L - i} & \text{parameter in layer } i \\
+      \alpha^{L + 1} & \text{embedding} \\
+      1 & \text{otherwise (pooler, head, final norm)}
+    \end{cases}
+
+  so the top layer gets :math:`\alpha` (not 1) and the embeddings the smallest
+  ratio. Paddle static names (``encoder.layers.N``, ``embedding``) get exactly
+  Paddle's result; JAX path names get the path rule (:func:`optax_ldl.classify`).
+  Passed as ``set_param_lr_fun`` (``AdamWDL``'s default), the whole tree is
+  placed by the path rule, which also sees nesting and stacks.
+
+  Like Paddle's function (PaddleNLP 2.8) it returns the ratio; it does not
+  touch ``param.optimize_attr``.
+
+  >>> round(layerwise_lr_decay(0.9, None, 12, 'encoder.layers.11.linear1.weight'), 6)
+  0.9
+  >>> round(layerwise_lr_decay(0.9, None, 12, 'params/embeddings/word_embeddings/embedding'), 6)
+  0.254187
+  >>> layerwise_lr_decay(0.9, None, 12, 'params/classifier/kernel')
+  1.0
+
+  Args:
+    decay_rate: the layer-wise decay :math:`\alpha`, in ``(0, 1]``.
+    name_dict: maps the parameter's name to the name the rule reads (Paddle's
+      dynamic-to-static names), or ``None`` to read the name itself.
+    n_layers: the number of transformer layers :math:`L`.
+    param: a name, a JAX key path, or an object with ``.name`` (e.g.
+      :class:`optax_ldl.Param`).
+
+  Returns:
+    The ratio (a float, or a JAX scalar if ``decay_rate`` is one).
+
+  References:
+    Yang et al., `XLNet <https://arxiv.org/abs/1906.08237>`_, 2019;
+    Clark et al., `ELECTRA <https://arxiv.org/abs/2003.10555>`_, 2020.
+  """
+  name = _param_name(param)
+  match = rules.classify(static_name(name_dict, name))
+  if match.kind == "layer":
+    if match.layer is None:
+      raise ValueError(
+          f"parameter {name!r} is in a nested numbered block {match.indices}; its layer "
+          "depends on the whole tree. Use the default rule (set_param_lr_fun=None), which "
+          "numbers nested blocks straight through, or layers=optax_ldl.trace_layers(...)."
+      )
+    if match.layer > int(n_layers):
+      raise ValueError(
+          f"parameter {name!r} is in layer {match.layer}, but n_layers={int(n_layers)} is "
+          "smaller, which would give it a ratio above 1 (layers are numbered from 0); pass "
+          f"n_layers >= {match.layer + 1}."
+      )
+    return decay_rate ** (n_layers - match.layer)
+  if match.kind == "embedding":
+    return decay_rate ** (n_layers + 1)
+  return 1.0
+
+
+def call_rule(rule: Callable[..., Any], decay: Any, name_dict: Any, n_layers: Any,
+              param: Param) -> Any:
+  """``rule(decay, name_dict, n_layers, param)``, its result checked.
+
+  A rule that returns ``None`` is a Paddle-style rule that scaled
+  ``param.optimize_attr["learning_rate"]``: that value is the ratio.
+  """
+  try:
+    inspect.signature(rule).bind(decay, name_dict, n_layers, param)
+  except TypeError:
+    raise TypeError(
+        f"set_param_lr_fun must take (decay, name_dict, n_layers, param), as PaddleNLP's "
+        f"layerwise_lr_decay does; {rule!r} cannot be called that way. Pass the unbound "
+        "function (not a functools.partial with arguments already bound: AdamWDL binds "
+        "layerwise_decay, name_dict and n_layers itself)."
+    ) from None
+  except ValueError:  # no signature (a builtin): let the call decide.
+    pass
+  ratio = rule(decay, name_dict, n_layers, param)
+  if ratio is None:
+    ratio = param.optimize_attr["learning_rate"]
+  if isinstance(ratio, (str, bytes, bool)) or not (
+      isinstance(ratio, (int, float, np.number, np.ndarray, jax.Array))
+  ):
+    raise TypeError(
+        f"set_param_lr_fun returned {ratio!r} for parameter {param.name!r}; a ratio must "
+        "be a finite real number >= 0 (or None after scaling param.optimize_attr)."
+    )
+  if not isinstance(ratio, jax.core.Tracer):
+    value = np.asarray(ratio)
+    if (value.shape != () or np.iscomplexobj(value) or not np.isfinite(value)
+        or value < 0):
+      raise ValueError(
+          f"set_param_lr_fun returned {ratio!r} for parameter {param.name!r}; a ratio "
+          "must be a finite real scalar >= 0."
+      )
+  return ratio
+
+
+_ADAMWDL_DEFAULTS = {
+    "learning_rate": 0.001, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-08,
+    "parameters": None, "weight_decay": 0.01, "apply_decay_param_fun": None,
+    "grad_clip": None, "lazy_mode": False, "multi_precision": False,
+    "layerwise_decay": 1.0, "n_layers": 12, "set_param_lr_fun": layerwise_lr_decay,
+    "name_dict": None, "name": None,
+}
+
+
 @jax.tree_util.register_static
 class AdamWDL(optax.GradientTransformationExtraArgs):
   """PaddleNLP's ``AdamWDL`` constructor: Paddle's arguments, an Optax transformation.
@@ -148,7 +334,10 @@ class AdamWDL(optax.GradientTransformationExtraArgs):
   ``b2``, ``eps``; ``learning_rate`` may be an
   :class:`optax_ldl.InverseSquareRootSchedule` or any Optax schedule;
   ``grad_clip`` takes :func:`ClipGradByGlobalNorm` and friends or any Optax
-  transformation; ``name`` is accepted and kept as ``.name``.
+  transformation; ``name`` is accepted and kept as ``.name``. ``n_layers``
+  keeps Paddle's default 12; when the tree shows another depth a
+  ``UserWarning`` names both. It survives ``copy``, ``deepcopy`` and
+  ``pickle`` (it is rebuilt from its arguments, :attr:`arguments`).
 
   >>> import jax.numpy as jnp
   >>> opt = AdamWDL(learning_rate=InverseSquareRootSchedule(100, 5e-4),
@@ -160,58 +349,83 @@ class AdamWDL(optax.GradientTransformationExtraArgs):
   0.0
   """
 
-  # Instance attributes beside the tuple's fields (the subclass has a __dict__).
-  _learning_rate: Any
-  name: str | None
-
-  def __new__(
-      cls,
-      learning_rate: Any = 0.001,
-      beta1: Any = 0.9,
-      beta2: Any = 0.999,
-      epsilon: Any = 1e-08,
-      parameters: Any = None,
-      weight_decay: Any = 0.01,
-      apply_decay_param_fun: Callable[[str], bool] | None = None,
-      grad_clip: optax.GradientTransformation | None = None,
-      lazy_mode: bool = False,
-      multi_precision: bool = False,
-      layerwise_decay: Any = 1.0,
-      n_layers: int = 12,
-      set_param_lr_fun: Callable[..., Any] | None = layerwise_lr_decay,
-      name_dict: Mapping[str, str] | None = None,
-      name: str | None = None,
-  ):
+  def __new__(cls, *args: Any, **kwargs: Any):
+    names = list(_ADAMWDL_DEFAULTS)
+    if len(args) > len(names):
+      raise TypeError(f"AdamWDL takes at most {len(names)} positional arguments "
+                      f"({', '.join(names)}), got {len(args)}")
+    unknown = sorted(set(kwargs) - set(names))
+    if unknown:
+      raise TypeError(f"AdamWDL: unknown argument(s) {unknown}; it takes {names}")
+    given = dict(zip(names, args))
+    twice = sorted(set(given) & set(kwargs))
+    if twice:
+      raise TypeError(f"AdamWDL: argument(s) {twice} given twice")
+    arguments = {**_ADAMWDL_DEFAULTS, **given, **kwargs}
     tx = adamwdl(
-        learning_rate,
-        b1=beta1,
-        b2=beta2,
-        eps=epsilon,
-        weight_decay=weight_decay,
-        layerwise_decay=layerwise_decay,
-        n_layers=n_layers,
-        set_param_lr_fun=set_param_lr_fun,
-        name_dict=name_dict,
-        apply_decay_param_fun=apply_decay_param_fun,
-        grad_clip=grad_clip,
-        lazy_mode=lazy_mode,
-        multi_precision=multi_precision,
-        parameters=parameters,
+        arguments["learning_rate"],
+        b1=arguments["beta1"],
+        b2=arguments["beta2"],
+        eps=arguments["epsilon"],
+        weight_decay=arguments["weight_decay"],
+        layerwise_decay=arguments["layerwise_decay"],
+        n_layers=arguments["n_layers"],
+        set_param_lr_fun=arguments["set_param_lr_fun"],
+        name_dict=arguments["name_dict"],
+        apply_decay_param_fun=arguments["apply_decay_param_fun"],
+        grad_clip=arguments["grad_clip"],
+        lazy_mode=arguments["lazy_mode"],
+        multi_precision=arguments["multi_precision"],
+        parameters=arguments["parameters"],
     )
     self = super().__new__(cls, tx.init, tx.update)
-    self._learning_rate = learning_rate
-    self.name = name
+    object.__setattr__(self, "_arguments", arguments)
     return self
+
+  @property
+  def arguments(self) -> dict[str, Any]:
+    """The constructor's arguments (Paddle's names), defaults filled in."""
+    return dict(self._arguments)  # pyright: ignore[reportAttributeAccessIssue]
+
+  @property
+  def name(self) -> str | None:
+    return self._arguments["name"]  # pyright: ignore[reportAttributeAccessIssue]
+
+  def __reduce__(self) -> Any:
+    if getattr(self, "_replaced", False):  # its functions are not its arguments' any more.
+      return (optax.GradientTransformationExtraArgs, (self.init, self.update))
+    return (_rebuild, (self.arguments,))
+
+  def __copy__(self) -> AdamWDL:
+    return self
+
+  def __deepcopy__(self, memo: dict[int, Any]) -> AdamWDL:
+    return self
+
+  def _replace(self, **fields: Any) -> AdamWDL:  # pyright: ignore[reportIncompatibleMethodOverride]
+    """A copy with ``init``/``update`` replaced, keeping the arguments (``get_lr``, ``name``)."""
+    bad = sorted(set(fields) - {"init", "update"})
+    if bad:
+      raise TypeError(f"AdamWDL._replace: unknown field(s) {bad}; the fields are init, update")
+    new = tuple.__new__(type(self), (fields.get("init", self.init),
+                                     fields.get("update", self.update)))
+    object.__setattr__(new, "_arguments", self._arguments)  # pyright: ignore
+    object.__setattr__(new, "_replaced", True)
+    return new
 
   def get_lr(self) -> float:
     """The current learning rate, as Paddle's ``Optimizer.get_lr()``.
 
     A scheduler's ``last_lr``; a plain number itself; an Optax schedule at step 0.
     """
-    lr = self._learning_rate
+    lr = self._arguments["learning_rate"]  # pyright: ignore[reportAttributeAccessIssue]
     if isinstance(lr, InverseSquareRootSchedule):
       return lr()
     if callable(lr):
       # An Optax schedule's scalar; pyright types a callable Any's result as `object`.
       return float(cast(Any, lr(0)))
     return float(lr)
+
+
+def _rebuild(arguments: dict[str, Any]) -> AdamWDL:
+  return AdamWDL(**arguments)

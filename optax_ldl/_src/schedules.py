@@ -32,7 +32,8 @@ def inverse_sqrt_schedule(
   (``lr(0) = 0``, ``lr(k) = eta*sqrt(w/k)`` after warmup), which is also
   fairseq's ``inverse_sqrt`` (``init_value`` is fairseq's ``warmup_init_lr``)
   and Hugging Face's ``get_inverse_sqrt_schedule`` (``timescale``). It is a
-  pure ``jnp`` function of the step: no NaN or inf for any int32 step.
+  pure ``jnp`` function of the step: no NaN or inf for any int32 step, and a
+  negative step counts as step 0 (the value is never negative).
 
   >>> schedule = inverse_sqrt_schedule(warmup_steps=4, learning_rate=1.0)
   >>> [round(float(schedule(k)), 4) for k in range(7)]
@@ -40,11 +41,12 @@ def inverse_sqrt_schedule(
 
   Args:
     warmup_steps: number of warmup steps :math:`w`, an int ``>= 1``.
-    learning_rate: the peak value :math:`\eta`, reached at step :math:`w`.
+    learning_rate: the peak value :math:`\eta`, reached at step :math:`w`;
+      finite, ``>= 0``.
     init_value: the value at step 0, :math:`\eta_0` (fairseq's
-      ``warmup_init_lr``).
-    timescale: :math:`\tau`, how fast the decay is; ``None`` means
-      ``warmup_steps``.
+      ``warmup_init_lr``); finite, ``>= 0``.
+    timescale: :math:`\tau`, how fast the decay is, finite and ``> 0``;
+      ``None`` means ``warmup_steps``.
 
   Returns:
     An ``optax.Schedule``: step count -> learning rate.
@@ -69,7 +71,8 @@ def inverse_sqrt_schedule(
   def schedule(count: jax.typing.ArrayLike) -> jnp.ndarray:
     # float32 covers every int32 count; both branches are finite for any
     # count, so jnp.where never selects (or differentiates) a NaN.
-    k = jnp.asarray(count, jnp.float32)
+    # A negative count (a restored or hand-made state) is step 0: never a negative lr.
+    k = jnp.maximum(jnp.asarray(count, jnp.float32), 0.0)
     warm = init_value + k * slope
     decayed = learning_rate * jnp.sqrt(tau / jnp.maximum(k - warmup + tau, tau))
     return jnp.where(k < warmup, warm, decayed)

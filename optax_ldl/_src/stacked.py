@@ -71,25 +71,6 @@ class StackSpec(NamedTuple):
   key_index: int | None
 
 
-def check_stacked_arg(owner: str, stacked: Any) -> None:
-  """Raises ``TypeError`` if ``stacked`` is not one of the accepted forms."""
-  if stacked is None or stacked is False or stacked == "auto" or callable(stacked):
-    if isinstance(stacked, str) and stacked != "auto":
-      raise TypeError(f"{owner}: stacked must be {ACCEPTED}; got {stacked!r}")
-    return
-  if isinstance(stacked, Mapping):
-    for prefix, axis in stacked.items():
-      if not isinstance(prefix, str) or not (
-          axis is None or (isinstance(axis, (int, np.integer)) and not isinstance(axis, bool))
-      ):
-        raise TypeError(
-            f"{owner}: stacked must be {ACCEPTED}; the entry {prefix!r}: {axis!r} "
-            "is not a str prefix mapped to an int axis (or None)."
-        )
-    return
-  raise TypeError(f"{owner}: stacked must be {ACCEPTED}; got {stacked!r}")
-
-
 def _stack_key_index(tokens: list[str]) -> int | None:
   """The last key that is a stack key not followed by a numeric key."""
   found = None
@@ -130,7 +111,7 @@ def leaf_spec(
   if stacked is None or stacked is False:
     return None
   tokens = name.split("/")
-  concrete_n = None if isinstance(n_layers, jax.core.Tracer) else int(n_layers)
+  concrete_n = None if n_layers is None or isinstance(n_layers, jax.core.Tracer) else int(n_layers)
   if isinstance(stacked, str):  # "auto"
     if explicit_only or not shape:
       return None
