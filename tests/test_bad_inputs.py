@@ -147,6 +147,8 @@ ROWS = [
                  id="adamwdl-name_dict-list"),
     pytest.param(optax_ldl.adamwdl, dict(stacked="sometimes"), "stacked",
                  id="adamwdl-stacked-str"),
+    pytest.param(optax_ldl.adamwdl, dict(layers="encoder/layers"), "layers",
+                 id="adamwdl-layers-str"),  # a LayerMap (optax_ldl.trace_layers) or None.
     pytest.param(optax_ldl.adamwdl,
                  dict(apply_decay_param_fun=lambda n: True, mask={"a": True}),
                  "apply_decay_param_fun", id="adamwdl-apply_decay_param_fun-and_mask"),
@@ -320,7 +322,9 @@ def test_every_public_factory_argument_has_a_row():
              optax_ldl.InverseSquareRootSchedule, optax_ldl.clip_grad_by_global_norm,
              optax_ldl.clip_grad_by_norm, optax_ldl.clip_grad_by_value):
     target = fn.__new__ if fn is optax_ldl.AdamWDL else fn
-    params = [p for p in inspect.signature(target).parameters if p not in ("cls", "self")]
+    params = [name for name, p in inspect.signature(target).parameters.items()
+              if name not in ("cls", "self")
+              and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     missing = set(params) - covered.get(fn.__name__, set()) - exempt.get(fn.__name__, set())
     assert not missing, f"{fn.__name__}: no bad-input row for {sorted(missing)}"
 

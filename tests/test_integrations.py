@@ -18,6 +18,8 @@ import numpy as np
 import optax
 import pytest
 
+from fixtures import assert_trees_equal, flat_params, grads_at, names_and_leaves
+
 import optax_ldl
 
 flax = pytest.importorskip("flax")
@@ -56,25 +58,12 @@ def expected_ratio(name: str, n_layers: int = N_LAYERS, decay: float = DECAY) ->
   return 1.0
 
 
-def names_and_leaves(tree):
-  return [(optax_ldl.path_name(p), x) for p, x in jax.tree_util.tree_leaves_with_path(tree)]
-
-
 def tokens(seed: int = 0, batch: int = 4, length: int = 5):
   return jax.random.randint(jax.random.PRNGKey(seed), (batch, length), 0, VOCAB)
 
 
 def lm_loss(logits, toks):
   return optax.softmax_cross_entropy_with_integer_labels(logits, toks).mean()
-
-
-def assert_trees_equal(a, b):
-  """Bit-for-bit equality, structure included."""
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  for (name, x), (_, y) in zip(names_and_leaves(a), names_and_leaves(b)):
-    x, y = np.asarray(x), np.asarray(y)
-    assert x.dtype == y.dtype, name
-    assert np.array_equal(x, y, equal_nan=True), name
 
 
 # ---------------------------------------------------------------- Flax linen
@@ -253,7 +242,7 @@ def test_nnx_state_paths_get_the_paddle_layer_labels(as_list):
   for row in description.rows:
     assert row.lr_ratio == pytest.approx(expected_ratio(row.path), rel=1e-6), row.path
     layers.setdefault(row.layer, []).append(row.path)
-  assert set(layers) == {0, 1, 2, "embedding", "other"}
+  assert set(layers) == {0, 1, 2, "embedding", "head"}
   prefix = "layers/1/" if as_list else "layers_1/"
   assert all(path.startswith(prefix) for path in layers[1])
   assert len(layers[0]) == len(layers[1]) == len(layers[2]) > 0
@@ -417,7 +406,7 @@ def test_orbax_restore_with_another_decay_fails_instead_of_using_old_ratios(tmp_
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     with ocp.StandardCheckpointer() as ckptr:
       if fails:
-        with pytest.raises(ValueError, match=r"layer_1@0\.8(?!\d)"):
+        with pytest.raises(ValueError, match=r"decay\^1@0\.8(?!\d)"):
           ckptr.restore(tmp_path / "ckpt", target)
       else:
         restored = ckptr.restore(tmp_path / "ckpt", target)
@@ -443,23 +432,6 @@ def test_orbax_restore_in_fresh_process_continues_bit_identically(orbax_runs, va
 
 
 # ---------------------------------------------------------------- inject_hyperparams
-
-
-def flat_params():
-  return {
-      "embeddings": {"embedding": jnp.linspace(-1.0, 1.0, 15).reshape(5, 3)},
-      "layers_0": {"kernel": jnp.linspace(0.5, 1.5, 9).reshape(3, 3), "bias": jnp.ones(3)},
-      "layers_1": {"kernel": jnp.linspace(-0.5, 0.3, 9).reshape(3, 3), "bias": jnp.ones(3)},
-      "layers_2": {"kernel": jnp.linspace(-0.1, 0.2, 9).reshape(3, 3), "bias": -jnp.ones(3)},
-      "head": {"kernel": jnp.linspace(-2.0, 2.0, 6).reshape(3, 2)},
-  }
-
-
-def grads_at(step: int):
-  return jax.tree.map(
-      lambda p: jnp.cos(jnp.arange(p.size, dtype=jnp.float32) + 3.0 * step).reshape(p.shape),
-      flat_params(),
-  )
 
 
 def injected(**hyperparams):
