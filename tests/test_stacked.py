@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 from _compat import enable_x64
+from fixtures import by_name, path_name
 
 import optax_ldl
 
@@ -122,7 +123,7 @@ def test_flax_scan_equals_unrolled(unrolled_run):
   assert jax.tree.leaves(out)[0].dtype == jnp.float64
   assert _max_err(unstack(out), final) <= 1e-6
   # Without stacking no leaf would be in a layer: that is refused.
-  with pytest.raises(ValueError, match="no parameter matched a layer rule"):
+  with pytest.raises(ValueError, match="no parameter is in a layer"):
     _tx(stacked=None).init(stack(init))
 
 
@@ -132,7 +133,7 @@ def test_stacked_axis_not_zero(unrolled_run, axis=1):
   ax = lambda x: min(axis, x.ndim - 1)  # noqa: E731  (biases are (L, n))
   params = stack(init)
   params["layers"] = jax.tree.map(lambda x: jnp.moveaxis(x, 0, ax(x)), params["layers"])
-  axes = {optax_ldl.path_name(p): ax(x)
+  axes = {path_name(p): ax(x)
           for p, x in jax.tree_util.tree_leaves_with_path({"layers": params["layers"]})}
 
   def to_model(p):
@@ -181,33 +182,6 @@ def test_auto_detects_nnx_stack():
   np.testing.assert_allclose(ratios, [0.125, 0.25, 0.5], rtol=1e-3)
 
 
-def test_traced_decay_inject_hyperparams():
-  params = {"embed": jnp.ones((5, 2)), "layers": {"w": jnp.ones((3, 2)), "b": jnp.ones(3)},
-            "head": jnp.ones(2)}
-  grads = jax.tree.map(jnp.ones_like, params)
-  tx = optax.inject_hyperparams(optax_ldl.scale_by_layer_ratio, static_args=("n_layers",))(
-      layerwise_decay=0.5, n_layers=3)
-  u, _ = jax.jit(tx.update)(grads, tx.init(params))
-  np.testing.assert_allclose(u["layers"]["w"][:, 0], [0.125, 0.25, 0.5])
-  np.testing.assert_allclose(u["layers"]["b"], [0.125, 0.25, 0.5])
-  np.testing.assert_allclose(u["embed"], 0.0625)
-  np.testing.assert_allclose(u["head"], 1.0)
-
-
-def test_traced_decay_adamwdl_jit():
-  params = {"embed": jnp.ones((5, 2)), "layers": {"w": jnp.ones((3, 2)), "b": jnp.ones(3)},
-            "head": jnp.ones(2)}
-  grads = jax.tree.map(jnp.ones_like, params)
-  for static in [("n_layers",), ()]:  # n_layers traced too in the second case.
-    tx = optax.inject_hyperparams(optax_ldl.adamwdl, static_args=static)(
-        learning_rate=1.0, weight_decay=0.0, layerwise_decay=0.5, n_layers=3)
-    state = tx.init(params)
-    state.hyperparams["layerwise_decay"] = jnp.asarray(0.25)
-    u, _ = jax.jit(tx.update)(grads, state, params)
-    np.testing.assert_allclose(-u["layers"]["b"], [0.25 ** 3, 0.25 ** 2, 0.25], rtol=1e-5)
-    np.testing.assert_allclose(-u["embed"], 0.25 ** 4, rtol=1e-5)
-
-
 def test_auto_does_not_misfire():
   # An embedding whose first dim equals n_layers is not under a stack key;
   # 'layers/3/...' is an unrolled layer; 'layers' with another axis-0 length
@@ -215,17 +189,18 @@ def test_auto_does_not_misfire():
   params = {"embed": {"embedding": jnp.zeros((3, 2))},
             "layers": {"0": {"w": jnp.zeros((3, 3))}, "2": {"w": jnp.zeros((3, 3))}},
             "other": {"layers": {"w": jnp.zeros((5, 3))}}}
-  g = optax_ldl.layer_groups(params, layerwise_decay=0.5, n_layers=3, set_param_lr_fun=None,
-                             name_dict=None)
-  labels = {optax_ldl.path_name(p): label
-            for p, label in jax.tree_util.tree_leaves_with_path(g.labels)}
-  assert labels == {"embed/embedding": "embedding", "layers/0/w": "layer_0",
-                    "layers/2/w": "layer_2", "other/layers/w": "other"}
-  # With decay 1, auto stacking is not used at all.
-  g = optax_ldl.layer_groups({"layers": {"w": jnp.zeros((3, 2))}}, layerwise_decay=1.0,
-                             n_layers=3, set_param_lr_fun=None, name_dict=None)
-  assert g.labels == {"layers": {"w": "all"}}
-
+  g = optax_ldl.LayerDecay(layerwise_decay=0.5, n_layers=3).groups(params)
+  ratios = {name: g.ratios[label] for name, label in by_name(g.labels).items()}
+  assert ratios == {"embed/embedding": 0.0625, "layers/0/w": 0.125, "layers/2/w": 0.5,
+                    "other/layers/w": 1.0}
+  assert {n: p.kind for n, p in g.placements.items()} == {
+      "embed/embedding": "embedding", "layers/0/w": "layer", "layers/2/w": "layer",
+      "other/layers/w": "head"}
+  # With decay 1, every ratio is 1 whether or not a leaf is read as stacked.
+  g = optax_ldl.LayerDecay(layerwise_decay=1.0, n_layers=3).groups(
+      {"layers": {"w": jnp.zeros((3, 2))}})
+  ratio = g.ratios[g.labels["layers"]["w"]]
+  np.testing.assert_array_equal(getattr(ratio, "ratios", ratio), 1.0)
 
 def test_custom_rule_sees_unrolled_names():
   seen = []
@@ -235,13 +210,13 @@ def test_custom_rule_sees_unrolled_names():
     return optax_ldl.layerwise_lr_decay(decay, name_dict, n_layers, param)
 
   params = {"decoder": {"layers": {"mlp": {"kernel": jnp.ones((2, 3, 4))}}}}
-  tx = optax_ldl.scale_by_layer_ratio(layerwise_decay=0.5, n_layers=3, set_param_lr_fun=rule,
+  tx = optax_ldl.scale_by_layer_ratio(layerwise_decay=0.5, n_layers=3, rule=rule,
                                       stacked={"decoder/layers": 1})
   u, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params))
   assert seen[:3] == [(f"decoder/layers_{i}/mlp/kernel", (2, 4)) for i in range(3)]
   np.testing.assert_allclose(u["decoder"]["layers"]["mlp"]["kernel"][0, :, 0], [0.125, 0.25, 0.5])
   # A callable gives the same.
-  tx2 = optax_ldl.scale_by_layer_ratio(layerwise_decay=0.5, n_layers=3, set_param_lr_fun=rule,
+  tx2 = optax_ldl.scale_by_layer_ratio(layerwise_decay=0.5, n_layers=3, rule=rule,
                                        stacked=lambda n: 1 if "/layers/" in n else None)
   u2, _ = tx2.update(jax.tree.map(jnp.ones_like, params), tx2.init(params))
   np.testing.assert_array_equal(u2["decoder"]["layers"]["mlp"]["kernel"],
