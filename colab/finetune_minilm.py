@@ -15,9 +15,10 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/optax-ldl/optax_ldl/blob/main/colab/finetune_minilm.ipynb)
 #
-# **Runtime: about 15 minutes on 2 CPU cores** (the full experiment: 40 fine-tuning runs);
-# a few minutes on a Colab GPU. With `OPTAX_LDL_NB_SMALL=1` (what CI runs) it takes about a
-# minute and its numbers mean nothing.
+# **Runtime: under 15 minutes on 2 CPU cores** (the full experiment: 40 fine-tuning runs;
+# the recorded run took 25 minutes of wall time on 2 cores shared with other jobs, about 10
+# minutes of CPU time); a few minutes on a Colab GPU. With `OPTAX_LDL_NB_SMALL=1` (what CI
+# runs) it takes a minute or two and its numbers mean nothing.
 #
 # Does layer-wise decay help, and does it do what it says (lower layers move less)? This
 # notebook measures both, with no network at run time:
@@ -143,5 +144,12 @@ plt.show()
 #   the drift falls from the top layer down to the embeddings, more steeply the smaller the
 #   decay: the lower layers stay closer to the pretrained weights, as intended.
 # * **Accuracy and loss:** compare the means with their spread. A difference smaller than about
-#   two standard errors (2 × std / √5) is not evidence either way. The recorded numbers of the
-#   full run, and what they show, are on the docs' results page.
+#   two standard errors (2 × std / √5) is not evidence either way.
+#
+# What the recorded full run showed (the table is on the docs' results page): with 128
+# training words, test accuracy is the same for every decay within the spread (0.82-0.83),
+# while the test loss falls from 0.57 (decay 1.0) to 0.41 (decay 0.6): the predictions are
+# better calibrated. With the full training split and this short schedule (60 steps), decay
+# 0.9 matches plain AdamW and stronger decay costs accuracy (0.909 at 1.0, 0.884 at 0.6):
+# keeping the lower layers near their pretrained values is a prior that pays off on little
+# data, not a free gain.

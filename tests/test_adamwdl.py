@@ -11,7 +11,6 @@ from fixtures import bert_like, path_name, random_grads, run
 
 import optax_ldl
 
-
 # ---------------------------------------------------------------- the optax contract
 
 

@@ -45,5 +45,23 @@ def test_zero_weight_decay_shows_no_decay_and_shape_structs_work():
 def test_describe_raises_what_the_optimizer_raises():
   with pytest.raises(ValueError, match="is in layer 2, but n_layers=1"):
     optax_ldl.describe(_params(), layerwise_decay=0.5, n_layers=1)
-  with pytest.raises(TypeError, match=r"unknown argument\(s\) \['decay'\]"):
+  with pytest.raises(TypeError, match=r"decay must be an optax_ldl.LayerDecay, got 0.5"):
     optax_ldl.describe(_params(), decay=0.5)
+  with pytest.raises(TypeError, match=r"unexpected keyword argument 'decay_rate'"):
+    optax_ldl.describe(_params(), decay_rate=0.5)
+
+
+def test_describe_takes_a_layer_decay():
+  decay = optax_ldl.LayerDecay(layerwise_decay=0.5, n_layers=3)
+  assert optax_ldl.describe(_params(), decay).rows == optax_ldl.describe(
+      _params(), layerwise_decay=0.5, n_layers=3).rows
+  with pytest.raises(TypeError, match="repeat fields of decay"):
+    optax_ldl.describe(_params(), decay, layerwise_decay=0.5)
+
+
+def test_rows_are_in_natural_path_order_and_summary_groups_layers():
+  params = {f"layers_{i}": {"w": jnp.zeros(2)} for i in range(11)}
+  d = optax_ldl.describe(params, layerwise_decay=0.5)
+  assert [r.path for r in d.rows] == [f"layers_{i}/w" for i in range(11)]
+  groups = [line.split()[0] for line in d.summary().splitlines()[2:]]
+  assert groups == [str(i) for i in range(11)]

@@ -17,16 +17,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
 from fixtures import (
-    assert_trees_equal,
-    bert_like,
-    flat_params,
-    flat_ratio,
-    grads_at,
-    names_and_leaves,
-    path_name,
-    run,
+  assert_trees_equal,
+  bert_like,
+  flat_params,
+  flat_ratio,
+  grads_at,
+  names_and_leaves,
+  path_name,
+  run,
 )
 
 import optax_ldl

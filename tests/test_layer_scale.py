@@ -11,7 +11,6 @@ import pytest
 from fixtures import (
     DECAY,
     bert_like,
-    bert_ratio,
     by_name,
     flat_params,
     flat_ratio,

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from _compat import enable_x64
+from fixtures import path_name
 
 import optax_ldl
 
@@ -91,7 +92,7 @@ def worker(rank: int, port: int, out: str) -> None:
     params = jax.tree.map(lambda x: global_array(np.asarray(x), replicated), init_params())
     out_params = train(params, lambda x: global_array(x, rows), replicated)
     if rank == 0:
-      flat = {optax_ldl.path_name(p): np.asarray(x.addressable_data(0))
+      flat = {path_name(p): np.asarray(x.addressable_data(0))
               for p, x in jax.tree_util.tree_leaves_with_path(out_params)}
       np.savez(out, **flat)
   finally:
@@ -155,7 +156,7 @@ def test_two_processes_equal_one():
 
   with enable_x64(True):
     ref = train(init_params())
-    flat = lambda tree: {optax_ldl.path_name(p): np.asarray(x)  # noqa: E731
+    flat = lambda tree: {path_name(p): np.asarray(x)  # noqa: E731
                          for p, x in jax.tree_util.tree_leaves_with_path(tree)}
     want, start = flat(ref), flat(init_params())
   assert got.keys() == want.keys()

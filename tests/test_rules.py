@@ -505,3 +505,102 @@ def test_result_does_not_depend_on_a_traced_n_layers():
   out = []
   jax.jit(lambda n: out.append(rules.path_layers(tree, n_layers=n)) or n)(3)
   assert out == [expected]
+
+
+# ------------------------------------------------------------------- issue 10: no silent guesses
+
+
+@pytest.mark.parametrize("name", ["transformer/pos_embs", "params/pos_emb", "position_embeddings",
+                                  "params/positional_embedding", "params/transformer/wpe",
+                                  "tok_emb/weight", "params/posemb", "Emb_0/embedding"])
+def test_learned_position_embeddings_are_embeddings(name):
+  assert rules.classify(name).kind == "embedding"
+
+
+@pytest.mark.parametrize("name", ["params/remember/kernel", "params/embsize", "membrane/w"])
+def test_emb_only_as_a_word(name):
+  assert rules.classify(name).kind == "other"
+
+
+def test_haiku_pos_embs_gets_the_embedding_ratio():
+  # dm-haiku: hk.get_parameter("pos_embs", ...) inside the `transformer` module, before layer_0.
+  paths = ["transformer/pos_embs", "transformer/~/embed/embeddings", "transformer/~/ln_f/scale",
+           "unembed/w"] + [f"transformer/~/layer_{i}/fc1/w" for i in range(3)]
+  r = ratios(quiet_layers(tree_of(paths)))
+  assert r["transformer/pos_embs"] == r["transformer/~/embed/embeddings"] == D ** 4
+  assert r["transformer/~/ln_f/scale"] == r["unembed/w"] == 1.0
+
+
+class EncoderBlock(Block):
+  pass
+
+
+class _RematBody(nn.Module):
+  @nn.compact
+  def __call__(self, x, _):
+    return EncoderBlock()(x), None  # auto-named EncoderBlock_0 inside the scanned `blocks`
+
+
+class NamedScan(nn.Module):
+  container: str = "blocks"
+
+  @nn.compact
+  def __call__(self, ids):
+    x = nn.Embed(10, 4, name="embed")(ids)
+    body = nn.scan(nn.remat(_RematBody), variable_axes={"params": 0},
+                   split_rngs={"params": True}, length=3)
+    x, _ = body(name=self.container)(x, None)
+    return nn.Dense(2, name="head")(nn.LayerNorm(name="final_norm")(x))
+
+
+def test_nn_scan_body_in_a_named_container_is_a_stack_not_layer_0():
+  params = linen_params(NamedScan())
+  assert "EncoderBlock_0" in params["blocks"]
+  lm = quiet_layers(params)
+  kernel = "blocks/EncoderBlock_0/Dense_0/kernel"
+  assert lm[kernel] == Placement("layer", layer=0, axis=0) and lm.depths == (("", 3),)
+  assert [lm.ratio(kernel, D, j) for j in range(3)] == [D ** 3, D ** 2, D]
+  assert all(lm[p].axis == 0 for p in lm if p.startswith("blocks/"))
+  assert lm.ratio("embed/embedding", D) == D ** 4
+  assert lm["head/kernel"].kind == lm["final_norm/scale"].kind == "head"
+  assert quiet_layers(params, stacked={"blocks": 0}) == lm  # the explicit form agrees
+  # stacked=None: the caller says there are no stacks, so EncoderBlock_0 is the one layer.
+  assert rules.path_layers(params, stacked=None)[kernel] == Placement("layer", layer=0)
+
+
+def test_nn_scan_body_in_an_unknown_container_is_refused_with_the_fix():
+  params = linen_params(NamedScan(container="trunk"))
+  with pytest.raises(rules.LayerRuleError,
+                     match=r"(?s)'trunk' may be an nn.scan stack.*EncoderBlock_0.*axis-0 length 3"
+                           r".*stacked=\{'trunk': 0\}.*trunk/EncoderBlock_0/Dense_0/kernel"
+                           r".*trace_layers"):
+    rules.path_layers(params)
+  lm = quiet_layers(params, stacked={"trunk": 0})
+  assert lm.ratio("trunk/EncoderBlock_0/Dense_0/kernel", D, 0) == D ** 3
+
+
+@pytest.mark.parametrize("tree", [
+    {"layers_0": {"kernel": jnp.zeros((3, 3)), "bias": jnp.zeros(3)}},  # 1-D bias: not stacked
+    {"layers_0": {"w": jnp.zeros((2, 3))}, "head": {"w": jnp.zeros(3)}},  # a single leaf
+    {"blocks": {"Block_0": {"w": jnp.zeros((3, 4)), "b": jnp.zeros(4)}}},  # lengths differ
+    {"blocks": {"Block_0": {"w": jnp.zeros((1, 4)), "b": jnp.zeros((1, 4))}}},  # length 1
+])
+def test_one_layer_models_stay_one_layer(tree):
+  lm = quiet_layers(tree)
+  assert {p.axis for p in lm.values()} == {None}
+  assert lm.depths == (("", 1),)
+
+
+def test_scan_body_beside_numbered_layers():
+  stacked = {"w": jnp.zeros((3, 4, 4)), "b": jnp.zeros((3, 4))}
+  towers = {"encoder": {f"layers_{i}": {"w": jnp.zeros(4)} for i in range(2)},
+            "decoder": {"blocks": {"DecoderBlock_0": stacked}}}
+  lm = quiet_layers(towers)
+  assert dict(lm.depths) == {"encoder/layers": 2, "decoder/blocks": 3}
+  assert lm.ratio("decoder/blocks/DecoderBlock_0/w", D, 0) == D ** 3
+  assert lm.ratio("encoder/layers_0/w", D) == D ** 2
+  mixed = {"layers_0": {"w": jnp.zeros(4)}, "layers_1": {"w": jnp.zeros(4)},
+           "blocks": {"Block_0": stacked}}
+  with pytest.raises(rules.LayerRuleError, match=r"(?s)several candidate layer stacks.*"
+                                                 r"blocks/Block_0/b"):
+    rules.path_layers(mixed)

@@ -14,6 +14,8 @@ import numpy as np
 import optax
 import pytest
 from _compat import enable_x64, set_mesh
+from fixtures import moments as fixture_moments
+from fixtures import path_name
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -165,19 +167,11 @@ def make_mesh(shape, axis_type=AxisType.Auto):
 def shardings_for(layout, params, mesh):
   spec = LAYOUTS[layout][2]
   return jax.tree_util.tree_map_with_path(
-      lambda p, x: NamedSharding(mesh, spec(optax_ldl.path_name(p), x)), params)
-
-
-def adam_state(state):
-  is_adam = lambda s: isinstance(s, optax.ScaleByAdamState)  # noqa: E731
-  found = [s for s in jax.tree.leaves(state, is_leaf=is_adam) if is_adam(s)]
-  assert len(found) == 1
-  return found[0]
+      lambda p, x: NamedSharding(mesh, spec(path_name(p), x)), params)
 
 
 def assert_like_params(state, params):
-  adam = adam_state(state)
-  for moments in (adam.mu, adam.nu):
+  for moments in fixture_moments(state):
     jax.tree.map(lambda m, p: _assert_same_sharding(m, p), moments, params)
 
 

@@ -280,23 +280,34 @@ def _is_one(ratio: Any) -> bool:
   return checks.concrete_float(ratio) == 1.0
 
 
-def _power(decay: Any, exponent: int) -> Any:
-  return 1.0 if exponent == 0 else decay**exponent
+def _power(decay: Any, exponent: Any) -> Any:
+  return 1.0 if isinstance(exponent, int) and exponent == 0 else decay**exponent
 
 
 def _map_groups(tree: Any, layer_map: LayerMap, decay: Any, depth: Any = None) -> LayerGroups:
-  """One group per exponent of the decay (stacked leaves: per slice vector).
+  """One group per power of the decay (a stacked leaf: one ratio per slice).
 
-  ``depth``: a runtime layer count replacing the map's (one stack only).
+  ``depth``: a runtime layer count (an array, ``optax.inject_hyperparams``)
+  replacing the map's, one stack only; the groups are then labelled by the
+  distance to the top of the stack, which does not depend on the count.
   """
-  if depth is not None:
-    if len(layer_map.depths) > 1:
-      raise ValueError(
-          f"n_layers is an array ({depth!r}) but the tree has {len(layer_map.depths)} stacks "
-          f"({[s for s, _ in layer_map.depths]}); give n_layers as a dict of ints, static "
-          "(optax.inject_hyperparams(..., static_args=('n_layers',)))."
-      )
-    return _runtime_depth_groups(tree, layer_map, decay, depth)
+  if depth is not None and len(layer_map.depths) > 1:
+    raise ValueError(
+        f"n_layers is an array ({depth!r}) but the tree has {len(layer_map.depths)} stacks "
+        f"({[s for s, _ in layer_map.depths]}); give n_layers as a dict of ints, static "
+        "(optax.inject_hyperparams(..., static_args=('n_layers',)))."
+    )
+  map_depth = dict(layer_map.depths)
+
+  def power(name: str, place: Placement, j: int = 0) -> tuple[str, Any]:
+    """The label and the exponent of slice ``j`` of ``name``."""
+    exponent = layer_map.exponent(name, j)
+    assert exponent is not None
+    if depth is None or place.kind == "head":
+      return f"decay^{exponent}", exponent
+    offset = map_depth[place.stack] - exponent  # the count minus this, at run time.
+    return f"depth-{offset}", depth - offset
+
   labels, ratios, placements = {}, {}, {}
   for path, x in jax.tree_util.tree_leaves_with_path(tree):
     name = path_name(path)
@@ -306,48 +317,15 @@ def _map_groups(tree: Any, layer_map: LayerMap, decay: Any, depth: Any = None) -
       label = f"ratio_{float(place.ratio)!r}"  # pyright: ignore[reportArgumentType]
       ratios.setdefault(label, float(place.ratio))  # pyright: ignore[reportArgumentType]
     elif place.axis is not None:
-      length = int(np.shape(x)[place.axis])
-      exponents = [int(layer_map.exponent(name, j) or 0) for j in range(length)]
-      label = f"stacked_axis{place.axis}_{tuple(exponents)!r}"
+      slices = [power(name, place, j) for j in range(int(np.shape(x)[place.axis]))]
+      label = "stacked_axis" + str(place.axis) + "_" + ",".join(lbl for lbl, _ in slices)
       if label not in ratios:
         ratios[label] = stacked_lib.StackedRatio(
-            stacked_lib.ratio_vector([_power(decay, e) for e in exponents]), place.axis
-        )
+            stacked_lib.ratio_vector([_power(decay, e) for _, e in slices]), place.axis)
     else:
-      exponent = layer_map.exponent(name)
-      assert exponent is not None
-      label = f"decay^{exponent}"
-      ratios.setdefault(label, _power(decay, exponent))
-    labels[name] = label
-  return LayerGroups(_relabel(tree, labels), ratios, placements)
-
-
-def _runtime_depth_groups(tree: Any, layer_map: LayerMap, decay: Any, depth: Any) -> LayerGroups:
-  """Groups by placement, ratios computed from a runtime depth (an array)."""
-  labels, ratios, placements = {}, {}, {}
-  map_depth = dict(layer_map.depths)
-  for path, x in jax.tree_util.tree_leaves_with_path(tree):
-    name = path_name(path)
-    place = layer_map[name]
-    placements[name] = place
-    # exponent = depth - (map depth - map exponent): the map's exponents, re-based.
-    if place.kind == "ratio":
-      label = f"ratio_{float(place.ratio)!r}"  # pyright: ignore[reportArgumentType]
-      ratios.setdefault(label, float(place.ratio))  # pyright: ignore[reportArgumentType]
-    elif place.kind == "head":
-      label = "head"
-      ratios.setdefault(label, 1.0)
-    elif place.axis is not None:
-      length = int(np.shape(x)[place.axis])
-      offsets = [map_depth[place.stack] - layer_map.exponent(name, j)  # pyright: ignore
-                 for j in range(length)]
-      label = f"stacked_axis{place.axis}_{tuple(offsets)!r}"
-      ratios.setdefault(label, stacked_lib.StackedRatio(
-          jnp.stack([decay ** (depth - o) for o in offsets]), place.axis))
-    else:
-      offset = map_depth[place.stack] - layer_map.exponent(name)  # pyright: ignore
-      label = f"depth-{offset}"
-      ratios.setdefault(label, decay ** (depth - offset))
+      label, exponent = power(name, place)
+      if label not in ratios:
+        ratios[label] = _power(decay, exponent)
     labels[name] = label
   return LayerGroups(_relabel(tree, labels), ratios, placements)
 
@@ -407,9 +385,9 @@ class ScaleByLayerRatioState(NamedTuple):
       (``"decay^3@0.512"``): the key names the ratio the group was built with,
       so a state made with another decay rate, layer count or rule has other
       keys and is refused, never silently applied with its old ratios. An entry
-      of 0 (a state zeroed by ``jax.tree.map(jnp.zeros_like, state)`` or
-      ``optax.tree_utils.tree_zeros_like``) means "the configured ratio": a
-      reset never freezes a layer.
+      zeroed by a "reset" (``jax.tree.map(jnp.zeros_like, state)``,
+      ``optax.tree_utils.tree_zeros_like``) makes the next update NaN, loudly,
+      never a silently frozen layer: reset a state with ``tx.init(params)``.
   """
 
   ratios: dict[str, jax.Array]
@@ -431,22 +409,17 @@ def _state_key(label: str, ratio: Any) -> str | None:
   return f"{label}@{float(ratio)!r}"
 
 
-def _stored_ratios(state: ScaleByLayerRatioState, keys: dict[str, str],
-                   ratios: dict[str, Any]) -> dict[str, Any]:
-  """The ratios read from the state, a zeroed entry read as the configured ratio.
+def _stored_ratios(state: ScaleByLayerRatioState, keys: dict[str, str]) -> dict[str, Any]:
+  """The ratios read from the state; NaN for a zeroed entry.
 
-  The ``where`` puts each configured ratio into the program as a literal; the
-  optimization barrier keeps those scalar selects out of the per-leaf kernels,
-  so the kernels that scale the updates stay identical across layers.
+  ``s / sign(s)`` is ``s`` for a stored ratio (always > 0: ratios of 0 and 1 are
+  not stored) and ``0 / 0 = NaN`` for an entry zeroed by a "reset" such as
+  ``optax.tree_utils.tree_zeros_like``: the next update is NaN, loudly, instead
+  of freezing the layer silently. No configured ratio enters the program as a
+  literal, so the kernels that scale the updates stay identical across layers
+  (a literal fallback per group roughly doubled compile time: ``benchmarks/``).
   """
-  labels = sorted(keys)
-  chosen = tuple(
-      jnp.where(state.ratios[keys[label]] == 0,
-                jnp.asarray(float(ratios[label]), state.ratios[keys[label]].dtype),
-                state.ratios[keys[label]])
-      for label in labels
-  )
-  return dict(zip(labels, jax.lax.optimization_barrier(chosen)))
+  return {label: state.ratios[key] / jnp.sign(state.ratios[key]) for label, key in keys.items()}
 
 
 def scale_by_layer_ratio(
@@ -521,7 +494,7 @@ def scale_by_layer_ratio(
           "tx.init(params), 'ratios')); to change the decay during training, "
           "use optax.inject_hyperparams."
       )
-    stored = _stored_ratios(state, keys, groups.ratios)
+    stored = _stored_ratios(state, keys)
 
     def scale(u, label):
       ratio = groups.ratios[label]

@@ -167,7 +167,9 @@ RULES: tuple[Rule, ...] = (
          "`layers`, `blocks`, `encoderblock` (no `N` after)",
          "params/decoder/layers/mlp/kernel", "other [stack params/decoder/layers]",
          "`nnx.vmap`/`nnx.scan`/big_vision scan: with stacked='auto', used only when the tree "
-         "has no numbered layers and every leaf under it has the same axis-0 length",
+         "has no numbered layers and every leaf under it has the same axis-0 length; a lone "
+         "`<Name>_0` right under it (`blocks/EncoderBlock_0`: nn.scan's auto-named body) whose "
+         "leaves share one axis-0 length > 1 is the scanned body, not layer 0",
          where="key"),
     # Several stacks.
     Rule("tower", r"(?i)encoder|decoder|text|vision|visual|image|img|txt|audio|speech|tower",
@@ -192,6 +194,11 @@ RULES: tuple[Rule, ...] = (
     Rule("embedding", r"(?i)embed|^wte$|^wpe$", "a key containing `embed`, `wte`, `wpe`",
          "params/bert/embeddings/word_embeddings/embedding", "embedding",
          "token/position/patch embeddings (`pos_embed*`, `patch_embed`, `Embed_0`, `embedder`)"),
+    Rule("embedding", r"(?i)(?:^|_|pos|tok)embs?(?:_|$)",
+         "`emb`/`embs` as a word: `pos_emb`, `pos_embs`, `posemb`, `tok_emb`",
+         "transformer/pos_embs", "embedding",
+         "learned position/token embeddings without `embed` (haiku's `pos_embs`, nanoGPT's "
+         "`tok_emb`/`pos_emb`)"),
     Rule("embedding", r"^(?:cls|cls_token|class_token|reg_tokens?|register_tokens?|mask_token"
          r"|dist_token)$", "`cls`, `cls_token`, `reg_token`, `mask_token` (the parameter)",
          "params/cls", "embedding",
@@ -651,6 +658,10 @@ def path_layers(
   * ``stacked="auto"``: when the tree has no numbered layers, a container
     ``layers``/``scan``/``ScanBlock_0``/... whose leaves (plain dict keys
     only) all have the same axis-0 length holds that many layers on axis 0.
+    So does such a container whose only numbered module is a lone
+    ``<Name>_0`` (``blocks/EncoderBlock_0``: the body ``nn.scan`` names), even
+    beside numbered layers; a lone ``<Name>_0`` under another container whose
+    leaves all look stacked is refused (scanned body or 1-layer model?).
 
   >>> import jax.numpy as jnp
   >>> params = {'embed': jnp.zeros((5, 2)), 'head': jnp.zeros(2),
@@ -736,11 +747,12 @@ def path_layers(
           f"reads only 'encoder.layers.N'), so they get ratio 1 as in PaddleNLP: "
           f"{sorted(others)[:6]}; pass name_dict or set_param_lr_fun to decay them")
   else:
+    layered = _scan_bodies(layered, rest, stacked, stacks, problems)
     _number_families(layered, stacks, problems)
 
   # 3. stacked="auto": only without numbered layers.
   placed = {p for st in stacks.values() for p in (*st.layers, *st.stacked)}
-  if stacked == "auto" and not layered and not paddle:
+  if stacked == "auto" and not layered and not paddle and not problems:
     _auto_stack([lf for lf in rest if lf.path not in placed], stacks, problems)
     placed = {p for st in stacks.values() for p in (*st.layers, *st.stacked)}
 
@@ -792,6 +804,78 @@ def _read_dotted_names(leaves: list[_Leaf]) -> None:
   if any(classify(lf.rule_name.replace(".", "/")).kind == "layer" for lf in dotted):
     for lf in dotted:
       lf.rule_name = lf.rule_name.replace(".", "/")
+
+
+def _scan_bodies(layered: list[_Leaf], rest: list[_Leaf], stacked: Any,
+                 stacks: dict[str, _Stack], problems: list[tuple[str, list[str]]]
+                 ) -> list[_Leaf]:
+  """Flax ``nn.scan`` bodies read as layer 0: stacks them, or refuses; returns the other leaves.
+
+  ``nn.scan(Body, name='blocks')`` stores every layer in one leaf under
+  ``blocks/<Name>_0/...`` (the module the body makes, auto-named ``_0``), so
+  ``<Name>_0`` is no layer 0. A family whose only member is ``<Name>_0``, when
+  every leaf under its parent container has the same axis-0 length ``n > 1``,
+  is such a body: with ``stacked='auto'`` and a container the table knows as a
+  stack (``blocks``, ``layers``, ...) it is a stack of ``n`` layers on axis 0;
+  otherwise, when the shapes clearly say stacked (several leaves, none 1-D), the
+  rule refuses rather than guess between a scanned stack and a 1-layer model.
+  With ``stacked=None``/``False`` the caller has said there are no stacks.
+  """
+  if stacked is None or stacked is False:
+    return layered
+  families: dict[str, list[_Leaf]] = {}
+  for lf in layered:
+    families.setdefault(lf.match.family, []).append(lf)
+  by_container: dict[str, list[str]] = {}
+  for family, lfs in families.items():
+    row = RULES[lfs[0].match.rule]
+    parts = family.split("/")
+    if (row.where != "token" or any(lf.match.indices != (0,) for lf in lfs)
+        or any(lf.rule_name.split("/")[len(parts) - 1] != parts[-1] + "_0" for lf in lfs)):
+      continue
+    by_container.setdefault("/".join(parts[:-1]), []).append(family)
+  stack_rows = [r.regex for _, r in _rows("stack")]
+  bodies: dict[str, list[_Leaf]] = {}
+  for container, fams in by_container.items():
+    inside = [lf for lf in rest
+              if container == "" or lf.rule_name.startswith(container + "/")]
+    if any(lf.match.kind == "layer" and lf.match.family not in fams for lf in inside):
+      continue  # other numbered families under it: not a scan body.
+    lengths = {lf.shape[0] if lf.shape else None for lf in inside}
+    if (len(lengths) != 1 or None in lengths or (lengths.pop() or 0) < 2
+        or not all(lf.plain_keys for lf in inside)):
+      continue
+    key = container.rsplit("/", 1)[-1]
+    if stacked == "auto" and container and any(r.match(key) for r in stack_rows):
+      bodies[container] = inside
+    elif len(inside) > 1 and all(len(lf.shape) >= 2 for lf in inside):
+      members = sorted({f.rsplit("/", 1)[-1] + "_0" for f in fams})
+      problems.append((
+          f"{container or 'the root'!r} may be an nn.scan stack: its only numbered module "
+          f"{'/'.join(members)} has no siblings and every leaf under it has the same axis-0 "
+          f"length {inside[0].shape[0]} (a scanned body, or layer 0 of a 1-layer model?); "
+          f"give the axis with stacked={{{container!r}: 0}}, or stacked=None for one layer",
+          [lf.path for lf in inside]))
+      return []
+  if not bodies:
+    return layered
+  taken = {lf.path for lfs in bodies.values() for lf in lfs}
+  left = [lf for lf in layered if lf.path not in taken]
+  names = list(bodies) + sorted({lf.match.family for lf in left})
+  if len(names) > 1:
+    towers = [_tower_key(n) for n in names]
+    if None in towers or len(set(towers)) != len(towers):
+      problems.append((
+          f"several candidate layer stacks ({', '.join(repr(n) for n in names)}: scanned "
+          "bodies and numbered families); which are the model's layers is not clear from "
+          "the names", sorted(taken)[:4] + _one_per_member([lf.path for lf in left], left)))
+      return []
+  for container, lfs in bodies.items():
+    st = stacks.setdefault(container, _Stack(container, container.split("/")[:-1]))
+    st.length = lfs[0].shape[0]
+    for lf in lfs:
+      st.stacked[lf.path] = 0
+  return left
 
 
 def _number_families(layered: list[_Leaf], stacks: dict[str, _Stack],

@@ -43,6 +43,8 @@ _SAME_AXES = frozenset({
     "convert_element_type", "copy", "copy_p", "reduce_precision", "sharding_constraint",
     "device_put", "mesh_cast", "reshard", "pvary", "optimization_barrier",
 })
+# Primitives that add two values: a residual connection ``x + f(x)`` is one of them.
+_ADD = frozenset({"add", "add_any", "sub"})
 _SIBLING = re.compile(r"^(.*?[A-Za-z_])(\d+)$")
 _SUB_JAXPR_KEYS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
 
@@ -82,11 +84,15 @@ class _Walker:
   (``(i, axes)``, ``axes[j]`` the leaf's axis that is axis ``j`` here, or None).
   """
 
-  def __init__(self):
+  def __init__(self, data: int):
+    self.data = data  # the example inputs' bit
     self.t = 0
     self.recording = True
     self.consumptions: list[tuple[int, int, int]] = []  # (leaf, time, output mask)
     self.mixes: list[tuple[int, tuple[int, ...], int]] = []  # (time, input masks, out mask)
+    # Skip connections: an add whose one input depends on a subset of the other's leaves
+    # (``x + f(x)``): the leaves of ``f`` (the residual branch it bypasses), as a mask.
+    self.skips: list[int] = []
     self.stacked: dict[int, tuple[int, int | None]] = {}  # leaf -> (scan id, axis)
     self.scans: list[dict[str, Any]] = []  # per recorded scan: length, walk time ranges
 
@@ -146,6 +152,8 @@ class _Walker:
       distinct = {x for x in ms if x}
       if len(distinct) >= 2:
         self.mixes.append((t, tuple(distinct), m))
+        if name in _ADD and len(distinct) == 2:
+          self._skip(*distinct)
     inputs = [a for a in als if a is not None]
     if name in _LAYOUT and len(inputs) == 1 and n_out == 1 and m == 1 << inputs[0][0]:
       leaf, axes = inputs[0]
@@ -159,6 +167,13 @@ class _Walker:
       for a in inputs:
         self.consumptions.append((a[0], t, m))
     return [m] * n_out, [None] * n_out
+
+  def _skip(self, a: int, b: int):
+    """Records ``x + f(x)``: both inputs read the data, one's leaves within the other's."""
+    small, big = (a, b) if a & b == a else (b, a)
+    data = self.data
+    if small & big == small and small & data and big & data and small & ~data:
+      self.skips.append(big & ~small)
 
   def _fixpoint(self, body: Any, fixed: list[int], carry: list[int], rest: list[int],
                 fixed_alias: list[Any], rest_alias: list[Any], n_carry: int) -> list[int]:
@@ -305,11 +320,55 @@ def _families(names: list[str], leaves: list[int], shapes: list[Any]):
 
 
 def _repeats(members: dict[str, dict[str, Any]]) -> bool:
+  """Whether two members have the same structure, up to a few extra leaves in one.
+
+  The first layer often carries a leaf the others lack (T5's relative attention bias in
+  block 0): with two layers no two members are identical, but one is the other plus it.
+  """
   sigs = [m["sig"] for m in members.values()]
-  return len(sigs) >= 2 and len(set(sigs)) < len(sigs)
+  if len(sigs) < 2:
+    return False
+  if len(set(sigs)) < len(sigs):
+    return True
+  sets = [frozenset(s) for s in sigs]
+  return any(a < b and len(b - a) < len(a) for a in sets for b in sets)
 
 
-def _select(fams: dict[tuple[str, ...], dict[str, Any]]) -> list[tuple[str, ...]]:
+def _parts_of_layers(outer: dict[str, Any], inner: dict[str, Any], depth: int,
+                     skips: list[int]) -> bool:
+  """Whether the inner units are parts of the outer ones rather than layers inside them.
+
+  A layer is bypassed by its own skip connections only: a skip (``x + f(x)``) whose branch
+  ``f`` holds two inner units of one outer member (a ResNet basic block: conv, conv, add),
+  or an inner unit and leaves of the outer member outside every inner unit (a
+  transformer block: norm, attention, add), makes the inner units parts of a layer.
+  """
+  units: dict[str, list[int]] = collections.defaultdict(list)
+  for member, info in inner.items():
+    mask = 0
+    for i in info["leaves"]:
+      mask |= 1 << i
+    units["/".join(member.split("/")[:depth])].append(mask)
+  for member, info in outer.items():
+    whole = 0
+    for i in info["leaves"]:
+      whole |= 1 << i
+    masks = units.get(member, [])
+    covered = 0
+    for u in masks:
+      covered |= u
+    for skip in skips:
+      branch = skip & whole
+      if not branch:
+        continue
+      hit = sum(1 for u in masks if branch & u)
+      if hit >= 2 or (hit and branch & ~covered):
+        return True
+  return False
+
+
+def _select(fams: dict[tuple[str, ...], dict[str, Any]], skips: list[int]
+            ) -> list[tuple[str, ...]]:
   """The families whose members are the layers (repeated, innermost composite units)."""
   cands = [p for p, members in fams.items() if _repeats(members)]
   composite = [p for p in cands if any(m["composite"] for m in fams[p].values())]
@@ -323,12 +382,15 @@ def _select(fams: dict[tuple[str, ...], dict[str, Any]]) -> list[tuple[str, ...]
       if inner[:len(outer)] != outer:
         continue
       # Prefer the inner family when it repeats within one member of the outer one
-      # (identical stages of several identical blocks); else the inner one is a
-      # part of each layer (T5's layer/0, layer/1 inside block/N).
+      # (identical stages of several identical blocks) and no skip connection runs
+      # across its units; else the inner units are parts of each layer (T5's layer/0,
+      # layer/1 inside block/N; the two attentions of a decoder block; the convs of a
+      # ResNet basic block).
       by_outer: dict[str, list[Any]] = collections.defaultdict(list)
       for member, info in fams[inner].items():
         by_outer["/".join(member.split("/")[:len(outer)])].append(info["sig"])
-      if any(len(s) != len(set(s)) for s in by_outer.values()):
+      if (any(len(s) != len(set(s)) for s in by_outer.values())
+          and not _parts_of_layers(fams[outer], fams[inner], len(outer), skips)):
         chosen.discard(outer)
       else:
         chosen.discard(inner)
@@ -521,7 +583,7 @@ def trace_layers(
 
   n = len(values)
   data = 1 << n
-  walker = _Walker()
+  walker = _Walker(data)
   jaxpr = closed.jaxpr
   in_masks, in_alias = [], []
   for i, v in enumerate(abstract):
@@ -580,7 +642,7 @@ def _place(w: _Walker, names: list[str], abstract: list[Any], float_idx: list[in
   tree_free = [i for i in float_idx if i not in in_scan]
   shapes = [(tuple(v.shape), str(v.dtype)) for v in abstract]
   fams = _families(names, tree_free, shapes)
-  chosen = _select(fams)
+  chosen = _select(fams, w.skips)
   for pattern in chosen:
     members = fams[pattern]
     unused = [m for m, info in members.items()
@@ -631,14 +693,18 @@ def _place(w: _Walker, names: list[str], abstract: list[Any], float_idx: list[in
       s.intervals = intervals
     s.start = s.intervals[0][0]
 
-  # A stack whose first layer consumes another stack's output is that stack's stem.
+  # A stack through which all of another stack's input runs is that stack's stem (a
+  # conv feature extractor, a hybrid ViT's ResNet stages): every application of the
+  # downstream stack's first layer to the data depends on it. A decoder's first layer
+  # also reads the encoder's output, but only through a side input (cross-attention
+  # keys and values); its main path (the decoder's own embeddings) does not.
   stems = set()
   for s in stacks:
-    first = min(((t, m) for i in s.units[0] for t, m in cons.get(i, ())), default=None)
-    if first is None:
+    applied = [min(((t, m) for i in s.units[0] for t, m in cons.get(i, ())))[1]]
+    if not applied:
       continue
     for o in stacks:
-      if o is not s and first[1] & o.leaves:
+      if o is not s and all(m & o.leaves for m in applied):
         stems.add(id(o))
   stacks = [s for s in stacks if id(s) not in stems]
 
