@@ -213,7 +213,7 @@ def test_bad_arguments_are_named(kwargs, match):
 
 
 def test_paddle_names_in_errors():
-  with pytest.raises(ValueError, match=r"adamwdl: b1 must be .* got 1.2"):
+  with pytest.raises(ValueError, match=r"AdamWDL: beta1 must be .* got 1.2"):
     optax_ldl.AdamWDL(beta1=1.2)
   with pytest.raises(ValueError, match="warmup_steps must be an int >= 1, got 0"):
     optax_ldl.InverseSquareRootSchedule(0)
@@ -226,10 +226,6 @@ def test_n_layers_smaller_than_a_layer_index_names_the_path():
     optax_ldl.adamwdl(layerwise_decay=0.9, n_layers=3).init(params)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library: with layerwise_decay=1.0, LayerDecay.layer_map catches only LayerRuleError from "
-    "the path rule, so the plain ValueError 'is in layer 4, but n_layers=3 is smaller' escapes "
-    "although the decay of 1 makes every ratio 1 (its own comment: 'never an error')"))
 def test_n_layers_smaller_than_a_layer_index_is_harmless_with_decay_one():
   # With decay 1 every ratio is 1: a mismatched count is harmless, as in Paddle.
   params = bert_like(n_layers=5)

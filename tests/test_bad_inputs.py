@@ -3,8 +3,9 @@
 One table of (callable, kwargs, argument) rows covers the arguments of every public
 factory. A row that builds a transformation and runs it (``_run``) checks errors
 that can only be raised at ``init`` or ``update`` (a rule's result, a state).
-Rows marked ``# fixed by the integrator`` are strict xfails until the fix lands in
-a module this file's author does not own; flip them by removing the mark.
+Errors that only a run can raise (a rule's result, a state or grads that do not fit)
+come from ``init``/``update``; hyperparameters injected with ``optax.inject_hyperparams``
+are checked at run time on request (``debug_checks=True``, ``checkify``), tested last.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import optax
 import pytest
 from helpers import assert_names_argument
+from jax.experimental import checkify
 
 import optax_ldl
 
@@ -30,6 +32,7 @@ PARAMS = {
 }
 GRADS = jax.tree.map(jnp.ones_like, PARAMS)
 DECAYED = dict(layerwise_decay=0.8, n_layers=2)
+OTHER_TREE = {"layers_0": {"w": jnp.ones(3)}, "layers_1": {"w": jnp.ones(3)}}
 
 
 def _run(**kwargs: Any) -> None:
@@ -55,6 +58,22 @@ def _update_with_state_of(other_params: Any = None, *, state_from: Any = None, *
   tx.update(GRADS, state, PARAMS)
 
 
+def _restored_without_target(node: Any) -> Any:
+  """A state as Orbax restores it without a target: NamedTuples become dicts, tuples lists."""
+  if isinstance(node, tuple) and hasattr(node, "_fields"):
+    return {f: _restored_without_target(getattr(node, f)) for f in node._fields}
+  if isinstance(node, (tuple, list)):
+    return [_restored_without_target(v) for v in node]
+  if isinstance(node, dict):
+    return {k: _restored_without_target(v) for k, v in node.items()}
+  return node
+
+
+def _update_with_restored_state() -> None:
+  tx = optax_ldl.adamwdl(**DECAYED)
+  tx.update(GRADS, _restored_without_target(tx.init(PARAMS)), PARAMS)
+
+
 def _update_with_grads(grads: Any, **kwargs: Any) -> None:
   tx = optax_ldl.adamwdl(**{**DECAYED, **kwargs})
   tx.update(grads, tx.init(PARAMS), PARAMS)
@@ -75,13 +94,6 @@ def _schedule_of_nothing():
 class _CallableWithoutArgs:
   def __call__(self):
     return 1e-3
-
-
-def integrator(*values: Any, reason: str, id: str | None = None):  # noqa: A002
-  """A row whose fix lives in a module owned by the integrator: a strict xfail."""
-  return pytest.param(
-      *values, marks=pytest.mark.xfail(strict=True, reason=f"integrator: {reason}"), id=id
-  )
 
 
 NOT_A_NUMBER = [("str", "0.5"), ("complex", 0.5 + 0j), ("np_complex", np.complex64(0.5)),
@@ -136,7 +148,7 @@ ROWS = [
                      ("str", "12"), ("bool", True), ("inf", math.inf), ("list", [12])]],
     # ----- adamwdl: flags, functions, trees -----
     *[pytest.param(optax_ldl.adamwdl, {arg: v}, arg, id=f"adamwdl-{arg}-{tag}")
-      for arg in ("lazy_mode", "multi_precision")
+      for arg in ("lazy_mode", "multi_precision", "debug_checks")
       for tag, v in [("str", "yes"), ("int", 1), ("none", None)]],
     pytest.param(optax_ldl.adamwdl, dict(grad_clip=1.0), "grad_clip", id="adamwdl-grad_clip-float"),
     pytest.param(optax_ldl.adamwdl, dict(grad_clip=optax.clip_by_global_norm), "grad_clip",
@@ -160,48 +172,39 @@ ROWS = [
     pytest.param(optax_ldl.adamwdl, dict(mask=jax.tree.map(lambda _: 1.0, PARAMS),
                                          parameters=PARAMS), "mask",
                  id="adamwdl-mask-float_leaves_checked_with_parameters"),
-    # fixed by the integrator (item 5): a mask function returning the wrong structure.
-    integrator(_run, dict(mask=lambda params: {"layers_0": True}), "mask",
-               reason="a mask function returning another structure must raise naming mask",
-               id="adamwdl-mask-function_returns_wrong_tree"),
-    # fixed by the integrator (item 7): apply_decay_param_fun results must be bools.
-    integrator(_run, dict(apply_decay_param_fun=lambda name: None), "apply_decay_param_fun",
-               reason="a filter returning None (a forgotten return) must raise",
-               id="adamwdl-apply_decay_param_fun-returns_none"),
-    integrator(_run, dict(apply_decay_param_fun=lambda name: "no"), "apply_decay_param_fun",
-               reason="a filter returning a string must raise",
-               id="adamwdl-apply_decay_param_fun-returns_str"),
-    integrator(_run, dict(apply_decay_param_fun=lambda name: 1), "apply_decay_param_fun",
-               reason="a filter returning an int must raise",
-               id="adamwdl-apply_decay_param_fun-returns_int"),
-    # fixed by the integrator (item 5): set_param_lr_fun results and arity.
-    integrator(_run, dict(DECAYED, set_param_lr_fun=lambda d, nd, n, p: "0.5"),
-               "set_param_lr_fun", reason="a rule returning a string must raise",
-               id="adamwdl-set_param_lr_fun-returns_str"),
-    integrator(_run, dict(DECAYED, set_param_lr_fun=functools.partial(
+    # item 5: a mask function returning the wrong structure.
+    pytest.param(_run, dict(mask=lambda params: {"layers_0": True}), "mask",
+                 id="adamwdl-mask-function_returns_wrong_tree"),
+    # item 7: apply_decay_param_fun results must be bools.
+    pytest.param(_run, dict(apply_decay_param_fun=lambda name: None), "apply_decay_param_fun",
+                 id="adamwdl-apply_decay_param_fun-returns_none"),
+    pytest.param(_run, dict(apply_decay_param_fun=lambda name: "no"), "apply_decay_param_fun",
+                 id="adamwdl-apply_decay_param_fun-returns_str"),
+    pytest.param(_run, dict(apply_decay_param_fun=lambda name: 1), "apply_decay_param_fun",
+                 id="adamwdl-apply_decay_param_fun-returns_int"),
+    # item 5: set_param_lr_fun results and arity.
+    pytest.param(_run, dict(DECAYED, set_param_lr_fun=lambda d, nd, n, p: "0.5"),
+                 "set_param_lr_fun", id="adamwdl-set_param_lr_fun-returns_str"),
+    pytest.param(_run, dict(DECAYED, set_param_lr_fun=functools.partial(
         _paddle_rule_with_partial, 0.8, None, 2)), "set_param_lr_fun",
-               reason="a Paddle functools.partial rule (1 argument) must raise naming the "
-               "argument and the expected (decay, name_dict, n_layers, param) signature",
-               id="adamwdl-set_param_lr_fun-paddle_partial"),
+                 id="adamwdl-set_param_lr_fun-paddle_partial"),
     pytest.param(_run, dict(DECAYED, set_param_lr_fun=lambda d, nd, n, p: math.nan),
                  "set_param_lr_fun", id="adamwdl-set_param_lr_fun-returns_nan"),
     pytest.param(_run, dict(DECAYED, name_dict={"layers_0/kernel": 3}), "name_dict",
                  id="adamwdl-name_dict-int_values"),
-    # fixed by the integrator (item 5): states that do not belong to this update.
-    integrator(_update_with_state_of, dict(other_params={"w": jnp.ones(3)}), "state",
-               reason="a state from another tree must raise naming the state",
-               id="adamwdl-update-state_from_another_tree"),
-    integrator(_update_with_state_of, dict(state_from=optax.adamw(1e-3)), "state",
-               reason="a state made by optax.adamw must raise naming the state",
-               id="adamwdl-update-state_from_optax_adamw"),
-    integrator(_update_with_state_of,
-               dict(state_from=optax_ldl.adamwdl(multi_precision=True, **DECAYED)), "state",
-               reason="a state from another multi_precision must raise naming the state",
-               id="adamwdl-update-state_from_other_multi_precision"),
-    integrator(_update_with_grads,
-               dict(grads={k: v for k, v in GRADS.items() if k != "head"}), ("updates", "grads"),
-               reason="a grads tree missing a leaf must raise naming the updates/grads",
-               id="adamwdl-update-grads_missing_a_leaf"),
+    # item 5: states that do not belong to this update.
+    pytest.param(_update_with_state_of, dict(other_params=OTHER_TREE), "state",
+                 id="adamwdl-update-state_from_another_tree"),
+    pytest.param(_update_with_state_of, dict(state_from=optax.adamw(1e-3)), "state",
+                 id="adamwdl-update-state_from_optax_adamw"),
+    pytest.param(_update_with_state_of,
+                 dict(state_from=optax_ldl.adamwdl(multi_precision=True, **DECAYED)), "state",
+                 id="adamwdl-update-state_from_other_multi_precision"),
+    pytest.param(_update_with_restored_state, {}, "state",
+                 id="adamwdl-update-state_restored_without_target"),
+    pytest.param(_update_with_grads,
+                 dict(grads={k: v for k, v in GRADS.items() if k != "head"}), ("updates", "grads"),
+                 id="adamwdl-update-grads_missing_a_leaf"),
     # ----- AdamWDL: Paddle's argument names -----
     *_number_rows(optax_ldl.AdamWDL, "learning_rate", out_of_range=[-1.0], prefix="AdamWDL"),
     *_number_rows(optax_ldl.AdamWDL, "weight_decay", out_of_range=[-1.0], prefix="AdamWDL"),
@@ -213,16 +216,12 @@ ROWS = [
     pytest.param(optax_ldl.AdamWDL, dict(grad_clip="global"), "grad_clip",
                  id="AdamWDL-grad_clip-str"),
     pytest.param(optax_ldl.AdamWDL, dict(lazy_mode="no"), "lazy_mode", id="AdamWDL-lazy_mode-str"),
-    # fixed by the integrator: AdamWDL's errors must name Paddle's argument, not optax's b1.
-    *[integrator(optax_ldl.AdamWDL, {arg: v}, arg,
-                 reason=f"AdamWDL's error must name {arg} (its own argument), not {optax_name}",
-                 id=f"AdamWDL-{arg}-{tag}")
-      for arg, optax_name, bad in [("beta1", "b1", 1.0), ("beta2", "b2", math.inf),
-                                   ("epsilon", "eps", 0.0)]
+    # AdamWDL's errors name Paddle's argument (beta1), not optax's (b1).
+    *[pytest.param(optax_ldl.AdamWDL, {arg: v}, arg, id=f"AdamWDL-{arg}-{tag}")
+      for arg, bad in [("beta1", 1.0), ("beta2", math.inf), ("epsilon", 0.0)]
       for tag, v in [("bad", bad), ("str", "0.9")]],
-    integrator(_run_paddle, dict(apply_decay_param_fun=lambda name: None),
-               "apply_decay_param_fun", reason="a filter returning None must raise",
-               id="AdamWDL-apply_decay_param_fun-returns_none"),
+    pytest.param(_run_paddle, dict(apply_decay_param_fun=lambda name: None),
+                 "apply_decay_param_fun", id="AdamWDL-apply_decay_param_fun-returns_none"),
     # ----- inverse_sqrt_schedule / InverseSquareRootSchedule -----
     *_number_rows(optax_ldl.inverse_sqrt_schedule, "learning_rate", out_of_range=[-1.0],
                   extra=dict(warmup_steps=4), prefix="inverse_sqrt_schedule"),
@@ -275,10 +274,8 @@ ROWS = [
                  id="describe-learning_rate-zero_arg"),
     pytest.param(_describe, dict(layerwise_decy=0.8), "layerwise_decy",
                  id="describe-unknown_keyword"),
-    integrator(_describe, dict(apply_decay_param_fun=lambda name: "yes"),
-               "apply_decay_param_fun", reason="describe shows the decay decision: a filter "
-               "returning a string must raise there too",
-               id="describe-apply_decay_param_fun-returns_str"),
+    pytest.param(_describe, dict(apply_decay_param_fun=lambda name: "yes"),
+                 "apply_decay_param_fun", id="describe-apply_decay_param_fun-returns_str"),
     pytest.param(_describe, dict(DECAYED, name_dict={"layers_0/kernel": 3}), "name_dict",
                  id="describe-name_dict-int_values"),
 ]
@@ -351,3 +348,76 @@ def test_valid_odd_inputs_are_accepted(kwargs):
   state = tx.init(PARAMS)
   updates, _ = tx.update(GRADS, state, PARAMS)
   assert all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates))
+
+
+# ----- values injected with optax.inject_hyperparams: checked at run time on request -----
+
+INJECTED = dict(learning_rate=1e-3, layerwise_decay=0.8, n_layers=2)
+
+
+def _injected(debug_checks: bool):
+  tx = optax.inject_hyperparams(optax_ldl.adamwdl)(**INJECTED, debug_checks=debug_checks)
+  return tx, tx.init(PARAMS)
+
+
+def _with(state: Any, **values: Any) -> Any:
+  hyperparams = dict(state.hyperparams)
+  for name, value in values.items():
+    hyperparams[name] = jnp.asarray(value, hyperparams[name].dtype)
+  return state._replace(hyperparams=hyperparams)
+
+
+@pytest.mark.parametrize("arg, value, message", [
+    ("layerwise_decay", 1.5, "layerwise_decay must be a number in (0, 1], got 1.5"),
+    ("layerwise_decay", 0.0, "layerwise_decay must be a number in (0, 1], got 0.0"),
+    ("layerwise_decay", math.nan, "layerwise_decay must be a number in (0, 1], got nan"),
+    ("n_layers", 0, "n_layers must be an int >= 2 (the number of layers in the tree), got 0"),
+    ("n_layers", 1, "n_layers must be an int >= 2 (the number of layers in the tree), got 1"),
+    ("b1", 1.0, "b1 must be a number in [0, 1), got 1.0"),
+    ("b2", -0.5, "b2 must be a number in [0, 1), got -0.5"),
+    ("eps", 0.0, "eps must be a number > 0, got 0.0"),
+    ("weight_decay", -1.0, "weight_decay must be a number >= 0, got -1.0"),
+    ("learning_rate", math.inf, "learning_rate must be a number >= 0"),
+])
+def test_debug_checks_catch_injected_values_at_run_time(arg, value, message):
+  """A value set in the injected state is a tracer to a jitted update: checkify checks it."""
+  tx, state = _injected(debug_checks=True)
+  update = checkify.checkify(jax.jit(tx.update))
+  err, _ = update(GRADS, state, PARAMS)
+  assert err.get() is None
+  err, _ = update(GRADS, _with(state, **{arg: value}), PARAMS)
+  assert err.get() is not None and message in err.get(), err.get()
+  with pytest.raises(checkify.JaxRuntimeError) as info:
+    err.throw()
+  assert_names_argument(info, arg)  # a JaxRuntimeError is a ValueError.
+
+
+def test_without_debug_checks_injected_values_are_not_checked():
+  """Off (the default): no check in the program (a plain jit of update runs), as documented."""
+  tx, state = _injected(debug_checks=False)
+  updates, _ = jax.jit(tx.update)(GRADS, _with(state, layerwise_decay=1.5), PARAMS)
+  # Unchecked, the decay 1.5 gives the embeddings the ratio 1.5**3 > 1: what the check is for.
+  ratio = updates["embeddings"]["word"] / updates["head"]["kernel"][0, 0]
+  assert float(ratio[0, 0]) > 1.0
+  tx, state = _injected(debug_checks=True)
+  with pytest.raises(ValueError, match="checkify"):  # checks need checkify.checkify under jit.
+    jax.jit(tx.update)(GRADS, state, PARAMS)
+
+
+def test_debug_checks_do_not_change_the_update():
+  tx, state = _injected(debug_checks=True)
+  plain, plain_state = _injected(debug_checks=False)
+  err, (updates, _) = checkify.checkify(jax.jit(tx.update))(GRADS, state, PARAMS)
+  err.throw()
+  expected, _ = jax.jit(plain.update)(GRADS, plain_state, PARAMS)
+  jax.tree.map(np.testing.assert_array_equal, updates, expected)
+
+
+def test_concrete_array_hyperparameters_are_checked_at_construction():
+  tx = optax_ldl.adamwdl(layerwise_decay=jnp.float32(0.8), n_layers=jnp.int32(2),
+                         debug_checks=True)
+  state = tx.init(PARAMS)
+  tx.update(GRADS, state, PARAMS)
+  with pytest.raises(ValueError) as info:  # a concrete array is checked at construction.
+    optax_ldl.adamwdl(layerwise_decay=jnp.float32(1.5), debug_checks=True)
+  assert_names_argument(info, "layerwise_decay")

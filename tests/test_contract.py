@@ -171,12 +171,7 @@ def _inject_case(config):
   return config.embed(params), config.embed(grads), params, grads
 
 
-@pytest.mark.parametrize("config", [
-    pytest.param(PLAIN, marks=pytest.mark.xfail(
-        strict=True, reason="integrator: inject_hyperparams(adamwdl) + jit on a tree with no "
-        "layer names fails although layerwise_decay is the default 1 (issue item 2)")),
-    DECAYED,
-], ids=repr)
+@pytest.mark.parametrize("config", [PLAIN, DECAYED], ids=repr)
 def test_can_be_wrapped_in_inject_hyperparams(config):
   params, grads, ref_params, ref_grads = _inject_case(config)
   opt = config.tx()
@@ -284,12 +279,7 @@ def test_gradient_accumulation(config, dtype):
   _assert_bitwise(config.extract(updates, initial), config.extract(ref_updates, initial))
 
 
-@pytest.mark.parametrize("config", [
-    PLAIN,
-    pytest.param(DECAYED, marks=pytest.mark.xfail(
-        strict=True, reason="integrator: tree_map_params fails when some group's ratio is not 1 "
-        "(init on optax's placeholder builds an empty ratio dict; issue item 3)")),
-], ids=repr)
+@pytest.mark.parametrize("config", [PLAIN, DECAYED], ids=repr)
 def test_tree_map_params(config):
   initial = jnp.arange(6.0).reshape(2, 3)
   params = config.embed(initial)
@@ -356,12 +346,7 @@ def test_apply_if_finite(config):
 
 
 @pytest.mark.parametrize("wrapper", ["apply_if_finite", "MultiSteps", "chain"])
-@pytest.mark.parametrize("dtype", [
-    pytest.param("bfloat16", marks=pytest.mark.xfail(
-        strict=True, reason="integrator: master weights return float32 updates for bfloat16 "
-        "params, so optax wrappers that lax.cond on the updates fail (issue item 4)")),
-    "float32",
-])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 def test_multi_precision_updates_compose_with_optax_wrappers(wrapper, dtype):
   params = {"layers_0": {"w": jnp.ones((2, 3), dtype)}, "head": {"w": jnp.ones(3, dtype)}}
   grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)

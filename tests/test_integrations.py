@@ -569,9 +569,6 @@ def test_inject_hyperparams_with_a_custom_layer_rule_updates_in_jit():
                            expected["layers_0"]["kernel"] / flat_ratio("layers_0/kernel"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library: layerwise_lr_decay calls int(n_layers) (its 'n_layers is smaller' check), "
-    "which raises ConcretizationTypeError when inject_hyperparams traces n_layers under jit"))
 def test_inject_hyperparams_with_a_custom_layer_rule_and_traced_n_layers():
   for updates, expected in _custom_rule_run(STATIC_ARGS):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8),

@@ -26,9 +26,6 @@ def _shown(items):
       f"{n}={'<function layerwise_lr_decay>' if callable(v) else repr(v)}" for n, v in items) + ")"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library: AdamWDL.__new__ is (*args, **kwargs) with no __signature__, so "
-    "inspect.signature(AdamWDL) (help(), IDEs) no longer shows Paddle's arguments"))
 def test_adamwdl_has_the_seed_signature():
   params = inspect.signature(optax_ldl.AdamWDL).parameters
   assert _shown((n, p.default) for n, p in params.items() if n != "cls") == SEED_SIGNATURE

@@ -230,14 +230,8 @@ def _tolerance(dtype, multi_precision, p_ref, step_size):
   return 64 * float(jnp.finfo(jnp.float32).eps) * (np.abs(p_ref) + step_size) + 1e-30
 
 
-def _has_none(tree):
-  return any(x is None for x in jax.tree.leaves(tree, is_leaf=lambda x: x is None))
-
-
 def _check(params, spec_params, cfg, ratios, decays, seed):
   rng = np.random.default_rng(seed)
-  if _has_none(params):  # lazy_mode with None leaves: test_lazy_mode_with_none_leaves.
-    cfg = {**cfg, "lazy_mode": False}
   mask_tree = jax.tree.map(lambda _: bool(rng.random() < 0.5), params)
   tx = _tx(cfg, params, mask_tree, **ratios.pop("__kwargs__"))
   names = [n for n, _ in _path_leaves(params)]
@@ -359,8 +353,6 @@ def test_clip_norms_are_right_at_every_scale(exponent, n, seed, dtype):
     np.testing.assert_allclose(out, g * 0.5, rtol=1e-5, atol=1e-45)
 
 
-@pytest.mark.xfail(strict=True, reason="integrator: lazy_mode crashes on a tree with a None leaf "
-                   "(lazy_rows maps zeros_like over None: 'zeros_like requires ndarray')")
 def test_lazy_mode_with_none_leaves():
   params = {"w": jnp.ones((2, 3)), "b": None}
   grads = {"w": jnp.zeros((2, 3)).at[0].set(1.0), "b": None}

@@ -271,6 +271,161 @@ def test_cnn_stages_numbered_straight_through():
               "head": 0})
 
 
+def test_identical_stages_of_blocks_are_flattened():
+  # stages/0 and stages/1 are identical (no downsample): both families repeat; the blocks,
+  # each bypassed by its own skip only, are the layers.
+  class Net(nn.Module):
+    @nn.compact
+    def __call__(self, img):
+      x = nn.Conv(4, (3, 3), name="stem")(img)
+      for s in range(2):
+        for b in range(2):
+          x = ResBlock(4, name=f"s{s}_b{b}")(x)
+      return nn.Dense(3, name="head")(x.mean((1, 2)))
+
+  model = Net()
+  img = jnp.zeros((1, 4, 4, 3))
+  raw = _init(model, img)
+  params = {"stem": raw["stem"], "head": raw["head"], "stages": {
+      str(s): {"blocks": {str(b): raw[f"s{s}_b{b}"] for b in range(2)}} for s in range(2)}}
+
+  def fn(p, x):
+    flat = {"stem": p["stem"], "head": p["head"]}
+    flat.update({f"s{s}_b{b}": p["stages"][str(s)]["blocks"][str(b)]
+                 for s in range(2) for b in range(2)})
+    return model.apply({"params": flat}, x)
+
+  lm = trace_layers(fn, params, img)
+  assert lm.depths == (("", 4),)
+  _check(lm, {"stem": 5, "stages/0/blocks/0": 4, "stages/0/blocks/1": 3,
+              "stages/1/blocks/0": 2, "stages/1/blocks/1": 1, "head": 0})
+
+
+def test_numbered_parts_of_a_block_are_not_layers():
+  # A ResNet basic block (HF's layers/B/layer/layer_K): two identical numbered conv units in
+  # one residual branch. The skip bypasses both, so the blocks are the layers.
+  def fn(p, x):
+    h = x @ p["embed"]
+    for b in range(3):
+      y = h
+      for k in range(2):
+        u = p["blocks"][str(b)]["layer"][str(k)]
+        y = jax.nn.relu((y @ u["conv"]["w"]) * u["norm"]["scale"])
+      h = h + y
+    return h @ p["head"]
+
+  unit = {"conv": {"w": jnp.ones((4, 4))}, "norm": {"scale": jnp.ones((1, 4))}}
+  params = {"embed": jnp.ones((3, 4)), "head": jnp.ones((4, 2)),
+            "blocks": {str(b): {"layer": {"0": unit, "1": unit}} for b in range(3)}}
+  lm = trace_layers(fn, params, jnp.ones((1, 3)))
+  assert lm.depths == (("", 3),)
+  _check(lm, {"embed": 4, "blocks/0": 3, "blocks/1": 2, "blocks/2": 1, "head": 0})
+
+
+class SubLayer(nn.Module):
+  @nn.compact
+  def __call__(self, x, memory=None):
+    kv = x if memory is None else memory
+    return nn.Dense(H, name="out")(nn.Dense(H, name="query")(x) * nn.Dense(H, name="key")(kv))
+
+
+class TwoAttentionBlock(nn.Module):
+  """The flax WMT decoder block: two identical attentions, norms outside them, an MLP."""
+
+  @nn.compact
+  def __call__(self, y, memory):
+    y = y + SubLayer(name="attention_0")(nn.LayerNorm()(y))
+    y = y + SubLayer(name="attention_1")(nn.LayerNorm()(y), memory)
+    return y + nn.Dense(H)(nn.LayerNorm()(y))
+
+
+def test_identical_sublayers_of_a_block_are_not_layers():
+  class Decoder(nn.Module):
+    @nn.compact
+    def __call__(self, ids, memory):
+      y = nn.Embed(10, H, name="embed")(ids)
+      for i in range(2):
+        y = TwoAttentionBlock(name=f"block_{i}")(y, memory)
+      return nn.LayerNorm(name="norm")(y)
+
+  model = Decoder()
+  memory = jnp.ones((2, 4, H))
+  lm = trace_layers(_apply(model), _init(model, IDS, memory), IDS, memory)
+  assert lm.depths == (("", 2),)
+  _check(lm, {"embed": 3, "block_0": 2, "block_1": 1, "norm": 0})
+
+
+def test_first_block_with_an_extra_leaf():
+  # T5: block 0 alone holds the relative attention bias; with two blocks no two are equal,
+  # and the numbered sub-layers (layer/0 attention, layer/1 MLP) must not be the layers.
+  def fn(p, x):
+    h = x @ p["embed"]
+    bias = None
+    for b in range(2):
+      blk = p["block"][str(b)]["layer"]
+      att = blk["0"]
+      if "bias" in att["attention"]:  # computed in block 0, reused by the later blocks
+        bias = jnp.tanh(att["attention"]["bias"])
+      h = h + jnp.tanh((h * att["norm"]["scale"]) @ att["attention"]["w"] + bias)
+      mlp = blk["1"]
+      h = h + jnp.tanh((h * mlp["norm"]["scale"]) @ mlp["mlp"]["w"])
+    return h @ p["head"]
+
+  def block(first):
+    att = {"w": jnp.ones((4, 4)), **({"bias": jnp.ones((1, 4))} if first else {})}
+    return {"layer": {"0": {"attention": att, "norm": {"scale": jnp.ones((1, 4))}},
+                      "1": {"mlp": {"w": jnp.ones((4, 4))}, "norm": {"scale": jnp.ones((1, 4))}}}}
+
+  params = {"embed": jnp.ones((3, 4)), "head": jnp.ones((4, 2)),
+            "block": {"0": block(True), "1": block(False)}}
+  lm = trace_layers(fn, params, jnp.ones((1, 3)))
+  assert lm.depths == (("", 2),)
+  _check(lm, {"embed": 3, "block/0": 2, "block/1": 1, "head": 0})
+
+
+class FeatureBlock(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    return x + nn.Dense(H, name="b")(nn.relu(nn.Dense(H, name="a")(x)))
+
+
+class CrossFirstBlock(nn.Module):
+  """A decoder block that projects the encoder's output (keys/values) before anything else."""
+
+  @nn.compact
+  def __call__(self, y, memory):
+    kv = nn.Dense(H, name="cross_kv")(memory)
+    y = y + nn.Dense(H, name="self_attn")(nn.LayerNorm(name="ln_0")(y))
+    y = y + jnp.tanh(nn.Dense(H, name="cross_q")(nn.LayerNorm(name="ln_1")(y)) * kv)
+    return y + nn.Dense(H, name="mlp")(nn.LayerNorm(name="ln_2")(y))
+
+
+def test_stem_stack_versus_cross_attention():
+  # feat_0..1 (a conv feature extractor: a stack of its own) feed all of the encoder's input:
+  # they are the encoder's embedding stage. The decoder's first block reads the encoder's
+  # output first in time, but only as a side input: the encoder stays a stack of its own.
+  class Model(nn.Module):
+    @nn.compact
+    def __call__(self, feats, tgt):
+      x = nn.Dense(H, name="feat_in")(feats)
+      for i in range(2):
+        x = FeatureBlock(name=f"feat_{i}")(x)
+      for i in range(3):
+        x = Block(name=f"enc_{i}")(x)
+      memory = nn.LayerNorm(name="enc_norm")(x)
+      y = nn.Embed(10, H, name="dec_embed")(tgt)
+      for i in range(2):
+        y = CrossFirstBlock(name=f"dec_{i}")(y, memory)
+      return nn.LayerNorm(name="dec_norm")(y)
+
+  model = Model()
+  feats = jnp.ones((2, 4, 6))
+  lm = trace_layers(_apply(model), _init(model, feats, IDS), feats, IDS)
+  assert dict(lm.depths) == {"enc": 3, "dec": 2}
+  _check(lm, {"feat_in": 4, "feat_0": 4, "feat_1": 4, "enc_0": 3, "enc_1": 2, "enc_2": 1,
+              "enc_norm": 0, "dec_embed": 3, "dec_0": 2, "dec_1": 1, "dec_norm": 0})
+
+
 class SharedNNX(nnx.Module):
   def __init__(self, rngs, share=True):
     self.embed = nnx.Embed(10, H, rngs=rngs)
@@ -323,6 +478,24 @@ def test_shared_block_leaf_used_in_other_blocks():
                     overrides={"layers_0/shared": Placement("ratio", ratio=0.3)})
   assert lm.ratio("layers_0/shared", D) == 0.3
   assert lm.ratio("layers_1/w", D) == D ** 2
+
+
+def test_albert_shared_layer_refused_then_pinned():
+  # One layer in the tree, applied by every layer of the model (ALBERT).
+  def fn(p, x):
+    h = x @ p["embed"]
+    for _ in range(3):
+      h = h + jnp.tanh((h * p["layer"]["norm"]) @ p["layer"]["w"])
+    return h @ p["pooler"]
+
+  params = {"embed": jnp.ones((3, 4)), "pooler": jnp.ones((4, 2)),
+            "layer": {"w": jnp.ones((4, 4)), "norm": jnp.ones((1, 4))}}
+  x = jnp.ones((1, 3))
+  with pytest.raises(ValueError, match=r"(?s)shared weights.*'layer'.*layer/w.*applied 3 times"):
+    trace_layers(fn, params, x)
+  lm = trace_layers(fn, params, x, overrides={"layer": 0})
+  assert lm.depths == (("", 1),)
+  _check(lm, {"embed": 2, "layer": 1, "pooler": 0})
 
 
 def test_tied_embedding_output_head_is_embedding():

@@ -79,20 +79,14 @@ def _mismatches(got: dict, want: dict, rtol: float) -> list[str]:
 
 @functools.cache
 def traced(name):
-  b = BY_NAME[name].build()
-  return optax_ldl.trace_layers(b.fn, b.params, *b.args)
+  z = BY_NAME[name]
+  b = z.build()
+  return optax_ldl.trace_layers(b.fn, b.params, *b.args, overrides=z.overrides)
 
 
 
 # Known failures, open in the tracker; strict, so a fix shows up as an unexpected pass.
-_ENC_DEC = ("trace_layers: a decoder whose layer 0 reads the encoder's output (cross-attention) "
-            "makes the encoder its stem, so encoder layers get embedding-stage ratios")
-TRACE_XFAIL = {
-    "hf_t5_3x2": _ENC_DEC,
-    "linen_wmt_3x2": _ENC_DEC,
-    "hf_resnet_2x2": "trace_layers: HF ResNet's embedder and stage blocks get deeper exponents "
-                     "than the architecture's 4 blocks",
-}
+TRACE_XFAIL: dict[str, str] = {}
 PATH_XFAIL: dict[str, str] = {}
 
 
@@ -135,6 +129,10 @@ def test_forward_runs(name):
 def test_trace_layers_is_exact(name):
   z = BY_NAME[name]
   leaves = float_paths(z.build().params)
+  if z.refusal:  # a documented refusal without overrides; the expectation is with them
+    b = z.build()
+    with pytest.raises(ValueError, match=z.refusal):
+      optax_ldl.trace_layers(b.fn, b.params, *b.args)
   lm = traced(name)
   for decay in (0.8, 0.5):
     got = {}

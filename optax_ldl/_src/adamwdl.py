@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
@@ -98,6 +99,7 @@ def adamwdl(
     parameters: Any = None,
     stacked: Any = "auto",
     layers: Any = None,
+    debug_checks: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""AdamW with layer-wise learning-rate decay (PaddleNLP's ``AdamWDL``).
 
@@ -172,6 +174,12 @@ def adamwdl(
       ``layers_i``).
     layers: a :class:`optax_ldl.LayerMap` from :func:`optax_ldl.trace_layers`
       (the layers read from the model's data flow); replaces the path rule.
+    debug_checks: also check, at run time, the hyperparameters that are JAX
+      arrays (set through ``optax.inject_hyperparams``, where a jitted update
+      sees only tracers): each ``update`` runs ``jax.experimental.checkify``
+      checks of the ranges above (and ``n_layers`` at least the tree's depth).
+      Run the step under ``checkify.checkify`` (then ``err.throw()``); eagerly a
+      failed check raises at once. Off (the default), nothing is added.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -181,16 +189,60 @@ def adamwdl(
     <https://arxiv.org/abs/1711.05101>`_, 2019; Clark et al., `ELECTRA
     <https://arxiv.org/abs/2003.10555>`_, 2020.
   """
-  owner = "adamwdl"
-  checks.check_schedule_or_number(
-      owner, "learning_rate", learning_rate, "a number >= 0 or a schedule (callable)"
+  return build(
+      learning_rate, b1, b2, eps, weight_decay, layerwise_decay=layerwise_decay,
+      n_layers=n_layers, set_param_lr_fun=set_param_lr_fun, name_dict=name_dict,
+      apply_decay_param_fun=apply_decay_param_fun, mask=mask, grad_clip=grad_clip,
+      lazy_mode=lazy_mode, multi_precision=multi_precision, parameters=parameters,
+      stacked=stacked, layers=layers, debug_checks=debug_checks,
   )
-  checks.check_number(owner, "b1", b1, low=0.0, high=1.0, high_open=True,
-                      accepted="a number in [0, 1)")
-  checks.check_number(owner, "b2", b2, low=0.0, high=1.0, high_open=True,
-                      accepted="a number in [0, 1)")
-  checks.check_number(owner, "eps", eps, low=0.0, low_open=True, accepted="a number > 0")
-  checks.check_number(owner, "weight_decay", weight_decay, low=0.0, accepted="a number >= 0")
+
+
+def build(
+    learning_rate: Any,
+    b1: Any,
+    b2: Any,
+    eps: Any,
+    weight_decay: Any,
+    *,
+    owner: str = "adamwdl",
+    names: Mapping[str, str] | None = None,
+    debug_checks: bool = False,
+    **kwargs: Any,
+) -> optax.GradientTransformationExtraArgs:
+  """:func:`adamwdl`, its errors naming ``owner`` and the arguments as ``names`` renames them.
+
+  ``names`` maps adamwdl's argument names to the caller's (``AdamWDL``:
+  ``{"b1": "beta1", "b2": "beta2", "eps": "epsilon"}``); ``kwargs`` are
+  adamwdl's keyword-only arguments.
+  """
+  unknown = sorted(set(kwargs) - set(_KEYWORDS))
+  if unknown:
+    raise TypeError(f"{owner}: unknown argument(s) {unknown}; it takes {list(_KEYWORDS)}")
+  renamed: dict[str, str] = dict(names or {})
+
+  def name(arg: str) -> str:
+    return renamed.get(arg, arg)
+
+  layerwise_decay = kwargs.get("layerwise_decay", 1.0)
+  n_layers = kwargs.get("n_layers")
+  set_param_lr_fun = kwargs.get("set_param_lr_fun")
+  name_dict = kwargs.get("name_dict")
+  apply_decay_param_fun = kwargs.get("apply_decay_param_fun")
+  mask = kwargs.get("mask")
+  grad_clip = kwargs.get("grad_clip")
+  lazy_mode = kwargs.get("lazy_mode", False)
+  multi_precision = kwargs.get("multi_precision", False)
+  parameters = kwargs.get("parameters")
+  stacked = kwargs.get("stacked", "auto")
+  layers = kwargs.get("layers")
+  if not isinstance(debug_checks, (bool, np.bool_)):
+    raise TypeError(f"{owner}: debug_checks must be True or False, got {debug_checks!r}")
+  checks.check_schedule_or_number(
+      owner, name("learning_rate"), learning_rate, "a number >= 0 or a schedule (callable)"
+  )
+  for arg, value in (("b1", b1), ("b2", b2), ("eps", eps), ("weight_decay", weight_decay)):
+    checks.check_number(owner, name(arg), value, **RANGES[arg])
   if grad_clip is not None and not _is_transform(grad_clip):
     raise TypeError(
         f"{owner}: grad_clip must be an optax transformation (with init and update), "
@@ -209,8 +261,72 @@ def adamwdl(
       optax.add_decayed_weights(cast(optax.ScalarOrSchedule, weight_decay), decay_mask),
       optax.scale_by_learning_rate(learning_rate),
   )
-  return layer_scale.layerwise(
+  tx = layer_scale.layerwise(
       tx, config, lazy_mode=lazy_mode, multi_precision=multi_precision,
       parameters=parameters, extra_check=lambda params: check_mask(decay_mask, params),
       owner=owner,
   )
+  if not debug_checks:
+    return tx
+  hyperparams = {name(arg): (value, RANGES[arg]) for arg, value in (
+      ("learning_rate", learning_rate), ("b1", b1), ("b2", b2), ("eps", eps),
+      ("weight_decay", weight_decay), ("layerwise_decay", layerwise_decay))}
+  return _with_runtime_checks(tx, owner, hyperparams, config)
+
+
+_KEYWORDS = ("layerwise_decay", "n_layers", "set_param_lr_fun", "name_dict",
+             "apply_decay_param_fun", "mask", "grad_clip", "lazy_mode", "multi_precision",
+             "parameters", "stacked", "layers")
+
+# The accepted range of each numeric hyperparameter (checks.check_number's keywords).
+RANGES: dict[str, dict[str, Any]] = {
+    "learning_rate": dict(low=0.0, accepted="a number >= 0 or a schedule (callable)"),
+    "b1": dict(low=0.0, high=1.0, high_open=True, accepted="a number in [0, 1)"),
+    "b2": dict(low=0.0, high=1.0, high_open=True, accepted="a number in [0, 1)"),
+    "eps": dict(low=0.0, low_open=True, accepted="a number > 0"),
+    "weight_decay": dict(low=0.0, accepted="a number >= 0"),
+    "layerwise_decay": dict(low=0.0, low_open=True, high=1.0, accepted="a number in (0, 1]"),
+}
+
+
+def _tree_depth(config: layer_scale.LayerDecay, tree: Any) -> tuple[int, bool] | None:
+  """(the deepest stack's depth, whether any leaf is in a layer or embedding); None: unknown."""
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")
+      layer_map = config.layer_map(layer_scale.float_params(tree))
+  except Exception:  # noqa: BLE001 - update raises its own error for such a tree.
+    return None
+  if layer_map is None:  # a custom rule: the depth is the rule's business.
+    return None
+  depth = max((d for _, d in layer_map.depths), default=0)
+  placed = any(p.kind in ("layer", "embedding") for p in layer_map.values())
+  return depth, placed
+
+
+def _with_runtime_checks(
+    tx: optax.GradientTransformationExtraArgs,
+    owner: str,
+    hyperparams: dict[str, tuple[Any, dict[str, Any]]],
+    config: layer_scale.LayerDecay,
+) -> optax.GradientTransformationExtraArgs:
+  """``tx`` whose update first checks its array hyperparameters (``checkify.check``)."""
+
+  def update_fn(updates, state, params=None, **extra_args):
+    for arg, (value, spec) in hyperparams.items():
+      if isinstance(value, jax.Array):
+        checks.check_number_at_run_time(owner, arg, value, **spec)
+    decay, n_layers = config.layerwise_decay, config.n_layers
+    known = _tree_depth(config, updates if params is None else params)
+    if isinstance(n_layers, jax.Array):
+      depth = max(known[0], 1) if known is not None else 1
+      checks.check_int_at_run_time(
+          owner, "n_layers", n_layers, minimum=depth,
+          accepted=f"an int >= {depth} (the number of layers in the tree)")
+    if isinstance(decay, jax.Array) and known is not None and not known[1]:
+      checks.check_number_at_run_time(
+          owner, "layerwise_decay", decay, low=1.0, high=1.0,
+          accepted="1.0, as no parameter of this tree is in a layer (nothing to decay)")
+    return tx.update(updates, state, params, **extra_args)
+
+  return optax.GradientTransformationExtraArgs(tx.init, update_fn)

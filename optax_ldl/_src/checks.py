@@ -16,6 +16,7 @@ import jax
 import jax.core  # jax.core.Tracer: jax imports it, but type checkers need it named.
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import checkify
 
 
 def _is_real_number_dtype(dtype: Any) -> bool:
@@ -206,3 +207,68 @@ def check_schedule_or_number(owner: str, arg: str, value: Any, accepted: str) ->
     check_schedule(owner, arg, value, accepted)
     return
   check_number(owner, arg, value, low=0.0, accepted=accepted)
+
+
+def check_number_at_run_time(
+    owner: str,
+    arg: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    accepted: str,
+) -> None:
+  """:func:`check_number`'s range check as a ``jax.experimental.checkify`` check.
+
+  For a value known only at run time (a hyperparameter injected with
+  ``optax.inject_hyperparams``, a tracer under ``jit``): the check is part of
+  the traced computation, so a jitted function using it must be wrapped in
+  ``checkify.checkify`` (its error's ``throw()`` raises); eagerly, a failed
+  check raises ``checkify.JaxRuntimeError`` (a ``ValueError``) at once.
+
+  >>> import jax.numpy as jnp
+  >>> from jax.experimental import checkify
+  >>> def f(decay):
+  ...   check_number_at_run_time("f", "layerwise_decay", decay, low=0.0, low_open=True,
+  ...                            high=1.0, accepted="a number in (0, 1]")
+  ...   return decay
+  >>> err, _ = checkify.checkify(jax.jit(f))(jnp.float32(1.5))
+  >>> print(err.get())
+  f: layerwise_decay must be a number in (0, 1], got 1.5 (`check` failed)
+  """
+  x = jnp.asarray(value)
+  ok = jnp.isfinite(x)
+  if low is not None:
+    ok &= x > low if low_open else x >= low
+  if high is not None:
+    ok &= x < high if high_open else x <= high
+  checkify.check(ok, f"{_braces(owner)}: {_braces(arg)} must be {_braces(accepted)}, got {{}}",
+                 x)
+
+
+def check_int_at_run_time(owner: str, arg: str, value: Any, *, minimum: int,
+                          accepted: str) -> None:
+  """:func:`check_int` as a ``checkify`` check (see :func:`check_number_at_run_time`).
+
+  >>> import jax.numpy as jnp
+  >>> from jax.experimental import checkify
+  >>> def f(n):
+  ...   check_int_at_run_time("f", "n_layers", n, minimum=1, accepted="an int >= 1")
+  ...   return n
+  >>> err, _ = checkify.checkify(jax.jit(f))(jnp.int32(0))
+  >>> print(err.get())
+  f: n_layers must be an int >= 1, got 0 (`check` failed)
+  """
+  x = jnp.asarray(value)
+  ok = x >= minimum
+  if not jnp.issubdtype(x.dtype, jnp.integer):
+    ok &= jnp.isfinite(x) & (x == jnp.round(x))
+  checkify.check(ok, f"{_braces(owner)}: {_braces(arg)} must be {_braces(accepted)}, got {{}}",
+                 x)
+
+
+def _braces(text: str) -> str:
+  """``text`` with ``{`` and ``}`` doubled, for a ``str.format`` message."""
+  return text.replace("{", "{{").replace("}", "}}")

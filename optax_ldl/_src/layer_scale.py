@@ -196,19 +196,25 @@ class LayerDecay:
       return None
     if self.layers is not None:
       return _restrict(self.layers, tree)
-    if not self.is_one:
-      return rules.path_layers(
-          tree, n_layers=None if self.runtime_depth is not None else self.n_layers,
-          name_dict=self.name_dict, stacked=self.stacked,
-      )
+    n_layers = None if self.runtime_depth is not None else self.n_layers
+    if self.name_dict is not None:  # a missing entry is a mistake whatever the decay.
+      for path, _ in jax.tree_util.tree_leaves_with_path(tree):
+        rules.static_name("name_dict", self.name_dict, path_name(path))
+    decay = checks.concrete_float(self.layerwise_decay)
+    if decay is not None and decay != 1.0:
+      return rules.path_layers(tree, n_layers=n_layers, name_dict=self.name_dict,
+                               stacked=self.stacked)
     # A decay of 1 gives every parameter ratio 1 whatever its layer: the layers are
-    # shown by describe when the rule can read them, never an error or a warning.
+    # shown by describe when the rule can read them, never an error or a warning. A
+    # traced decay (optax.inject_hyperparams under jit) was a number at init, where a
+    # tree the rule cannot place was refused unless the decay was 1 (debug_checks
+    # checks it at run time).
     with warnings.catch_warnings():
       warnings.simplefilter("ignore")
       try:
-        return rules.path_layers(tree, n_layers=self.n_layers, name_dict=self.name_dict,
+        return rules.path_layers(tree, n_layers=n_layers, name_dict=self.name_dict,
                                  stacked=self.stacked)
-      except rules.LayerRuleError:
+      except ValueError:  # LayerRuleError, or an index above a given n_layers.
         return LayerMap.build({path_name(p): Placement("head")
                                for p, _ in jax.tree_util.tree_leaves_with_path(tree)}, {})
 
@@ -343,7 +349,7 @@ def _custom_groups(tree: Any, config: LayerDecay) -> LayerGroups:
   labels, ratios, placements = {}, {}, {}
   explicit_only = config.is_one
   for name, path, x in leaves:
-    rule_name = paddle.static_name(name_dict, name)
+    rule_name = rules.static_name("set_param_lr_fun", name_dict, name)
     shape, dtype = tuple(np.shape(x)), getattr(x, "dtype", None)
     spec = stacked_lib.leaf_spec(config.stacked, name, shape, n_layers, explicit_only)
     placements[name] = None
@@ -471,11 +477,18 @@ def scale_by_layer_ratio(
     keys = {label: _state_key(label, r) for label, r in groups.ratios.items()}
     return {label: key for label, key in keys.items() if key is not None}
 
+  last_keys: list[str] = []  # the ratio keys of the last init on params.
+
   def init_fn(params):
+    if type(params).__name__ == "_ParamsPlaceholder":
+      # optax.tree_utils.tree_map_params inits on a placeholder for the params to find
+      # them in the state: the ratios are not params, and have the last init's keys.
+      return ScaleByLayerRatioState({key: jnp.ones((), float_dtype) for key in last_keys})
     groups = config.groups(params)
+    keys = state_keys(groups)
+    last_keys[:] = keys.values()
     return ScaleByLayerRatioState({
-        key: jnp.asarray(groups.ratios[label], float_dtype)
-        for label, key in state_keys(groups).items()
+        key: jnp.asarray(groups.ratios[label], float_dtype) for label, key in keys.items()
     })
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -517,16 +530,160 @@ def with_checks(
     tx: optax.GradientTransformationExtraArgs,
     check: Callable[[Any], None],
     parameters: Any = None,
+    owner: str = "optax_ldl",
 ) -> optax.GradientTransformationExtraArgs:
-  """``tx`` whose ``init`` first runs ``check(params)`` (and now, on ``parameters``)."""
+  """``tx`` whose ``init`` first runs ``check(params)`` (and now, on ``parameters``).
+
+  Its ``update`` first checks structures, in Python, while it is traced: the
+  updates must have the params' structure, and the state the structure
+  ``tx.init`` gives for these params (``jax.eval_shape``, cached per tree
+  structure, shapes and dtypes), so a state from another tree, another
+  optimizer or another ``multi_precision`` setting, or a checkpoint restored
+  without a target, is refused with a ``ValueError`` naming ``state`` (and a
+  grads tree missing a leaf, naming ``updates``) rather than failing deep
+  inside. Nothing is added to the compiled update.
+  """
   if parameters is not None:
     check(parameters)
+  expected_states: dict[Any, Any] = {}
 
   def init_fn(params):
     check(params)
     return tx.init(params)
 
-  return optax.GradientTransformationExtraArgs(init_fn, tx.update)
+  def update_fn(updates, state, params=None, **extra_args):
+    _check_updates_structure(owner, updates, params)
+    _check_state_structure(owner, tx, expected_states, state, updates if params is None else params)
+    return tx.update(updates, state, params, **extra_args)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+_MAX_CACHED_STRUCTURES = 64
+
+
+def _key_paths(tree: Any) -> list[str]:
+  """Every leaf's key path (``None`` subtrees included), e.g. ``[0].inner_state.mu['w']``."""
+  return [jax.tree_util.keystr(p) for p, _ in
+          jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)[0]]
+
+
+def _outline(tree: Any, depth: int = 4) -> str:
+  """A short picture of a tree's containers: ``Name(field=..., ...)``, ``{'k': *}``, ``*``."""
+  if tree is None:
+    return "None"
+  if jax.tree_util.all_leaves([tree]):
+    return "*"
+  if depth == 0:
+    return "..."
+  children = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is not tree)[0]
+  shown = []
+  for path, child in children[:4]:
+    key = path[0]
+    inner = _outline(child, depth - 1)
+    if isinstance(key, jax.tree_util.DictKey):
+      shown.append(f"{key.key!r}: {inner}")
+    elif isinstance(key, jax.tree_util.GetAttrKey):
+      shown.append(f"{key.name}={inner}")
+    else:
+      shown.append(inner)
+  if len(children) > 4:
+    shown.append(f"... {len(children) - 4} more")
+  body = ", ".join(shown)
+  if isinstance(tree, dict):
+    return "{" + body + "}"
+  if type(tree) is list:
+    return "[" + body + "]"
+  if type(tree) is tuple:
+    return "(" + body + ")"
+  return f"{type(tree).__name__}({body})"
+
+
+def _difference(expected: list[str], got: list[str]) -> tuple[list[str], list[str]]:
+  """The key paths only ``expected`` has, and those only ``got`` has (in order)."""
+  got_set, expected_set = set(got), set(expected)
+  return [p for p in expected if p not in got_set], [p for p in got if p not in expected_set]
+
+
+def _shown(paths: list[str], limit: int = 4) -> str:
+  more = f" ... ({len(paths)} in all)" if len(paths) > limit else ""
+  return ", ".join(paths[:limit]) + more
+
+
+def _check_updates_structure(owner: str, updates: Any, params: Any) -> None:
+  """Raises a ``ValueError`` naming ``updates`` unless they have the params' structure."""
+  if params is None:
+    return
+  is_none = lambda x: x is None  # noqa: E731
+  if jax.tree.structure(updates, is_leaf=is_none) == jax.tree.structure(params, is_leaf=is_none):
+    return
+  missing, extra = _difference(
+      [path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params, is_leaf=is_none)[0]],
+      [path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(updates, is_leaf=is_none)[0]],
+  )
+  detail = []
+  if missing:
+    detail.append(f"missing (in the params, not in the updates): {_shown(missing)}")
+  if extra:
+    detail.append(f"unexpected (in the updates, not in the params): {_shown(extra)}")
+  if not detail:
+    detail.append("the same leaves in other containers (e.g. a list for a tuple)")
+  raise ValueError(
+      f"{owner}: updates (the gradients) must have the params' tree structure; "
+      + "; ".join(detail) + ".\n"
+      f"updates: {_outline(updates)}\nparams:  {_outline(params)}"
+  )
+
+
+def _expected_state(tx: Any, cache: dict[Any, Any], like: Any) -> Any:
+  """``jax.eval_shape(tx.init, like)`` cached per structure, shapes and dtypes (None: unknown)."""
+  leaves, treedef = jax.tree.flatten(like)
+  try:
+    key = (treedef, tuple((tuple(np.shape(x)), str(jnp.result_type(x))) for x in leaves))
+    hash(key)
+  except Exception:  # noqa: BLE001 - leaves without a shape or dtype: not checked.
+    return None
+  if key not in cache:
+    if len(cache) >= _MAX_CACHED_STRUCTURES:
+      cache.clear()
+    try:
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # init's own warnings were given at init.
+        cache[key] = jax.eval_shape(tx.init, like)
+    except Exception:  # noqa: BLE001 - init cannot run on these: update raises its own error.
+      cache[key] = None
+  return cache[key]
+
+
+def _check_state_structure(owner: str, tx: Any, cache: dict[Any, Any], state: Any,
+                           like: Any) -> None:
+  """Raises a ``ValueError`` naming ``state`` unless it has the structure init gives ``like``."""
+  expected = _expected_state(tx, cache, like)
+  if expected is None:
+    return
+  is_none = lambda x: x is None  # noqa: E731
+  if jax.tree.structure(state, is_leaf=is_none) == jax.tree.structure(expected, is_leaf=is_none):
+    return
+  missing, extra = _difference(_key_paths(expected), _key_paths(state))
+  if (missing or extra) and all(".ratios[" in p for p in missing + extra):
+    return  # only the layer ratios differ: scale_by_layer_ratio says which and why.
+  detail = []
+  if missing:
+    detail.append(f"expected but missing: {_shown(missing, 3)}")
+  if extra:
+    detail.append(f"present but not expected: {_shown(extra, 3)}")
+  if not detail:
+    detail.append("the same leaves in other containers")
+  raise ValueError(
+      f"{owner}: state does not have the structure this transformation's init gives for "
+      "these params: it was made by another optimizer (e.g. optax.adamw), for another "
+      "parameter tree, or with another multi_precision/lazy_mode/grad_clip setting, or it "
+      "is a checkpoint restored without a target (dicts and lists instead of optax's "
+      "state NamedTuples). Make it with tx.init(params), or restore the checkpoint with "
+      "tx.init(params) (or jax.eval_shape(tx.init, params)) as the target.\n"
+      + "; ".join(detail) + ".\n"
+      f"expected: {_outline(expected)}\ngot:      {_outline(state)}"
+  )
 
 
 def float_params(params: Any) -> Any:
@@ -609,7 +766,7 @@ def layerwise(
     if not multi_precision:
       wrappers.warn_half_precision(params, owner)
 
-  return with_checks(tx, check, parameters)
+  return with_checks(tx, check, parameters, owner)
 
 
 def _is_python_number(x: Any) -> bool:

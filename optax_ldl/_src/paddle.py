@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optax_ldl._src import adamwdl as adamwdl_lib
 from optax_ldl._src import checks, clipping, rules
-from optax_ldl._src.adamwdl import adamwdl
 from optax_ldl._src.schedules import inverse_sqrt_schedule
 
 
@@ -177,20 +177,6 @@ class Param:
   )
 
 
-def static_name(name_dict: Mapping[str, str] | None, name: str) -> str:
-  """``name_dict[name]``, or a ``ValueError`` that says what is missing."""
-  if name_dict is None:
-    return name
-  try:
-    return name_dict[name]
-  except KeyError:
-    raise ValueError(
-        f"name_dict has no entry for parameter {name!r}. name_dict maps every "
-        "parameter's path name (keys joined by '/') to the name the layer rule "
-        f"sees; it has {len(name_dict)} entries, e.g. {sorted(name_dict)[:3]!r}."
-    ) from None
-
-
 def _param_name(param: Any) -> str:
   """The name of ``param``: a string, a JAX key path, or an object's ``.name``."""
   if isinstance(param, str):
@@ -256,7 +242,7 @@ def layerwise_lr_decay(
     Clark et al., `ELECTRA <https://arxiv.org/abs/2003.10555>`_, 2020.
   """
   name = _param_name(param)
-  match = rules.classify(static_name(name_dict, name))
+  match = rules.classify(rules.static_name("layerwise_lr_decay", name_dict, name))
   if match.kind == "layer":
     if match.layer is None:
       raise ValueError(
@@ -264,7 +250,7 @@ def layerwise_lr_decay(
           "depends on the whole tree. Use the default rule (set_param_lr_fun=None), which "
           "numbers nested blocks straight through, or layers=optax_ldl.trace_layers(...)."
       )
-    if match.layer > int(n_layers):
+    if not isinstance(n_layers, jax.core.Tracer) and match.layer > int(n_layers):
       raise ValueError(
           f"parameter {name!r} is in layer {match.layer}, but n_layers={int(n_layers)} is "
           "smaller, which would give it a ratio above 1 (layers are numbered from 0); pass "
@@ -315,13 +301,15 @@ def call_rule(rule: Callable[..., Any], decay: Any, name_dict: Any, n_layers: An
   return ratio
 
 
-_ADAMWDL_DEFAULTS = {
-    "learning_rate": 0.001, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-08,
-    "parameters": None, "weight_decay": 0.01, "apply_decay_param_fun": None,
-    "grad_clip": None, "lazy_mode": False, "multi_precision": False,
-    "layerwise_decay": 1.0, "n_layers": 12, "set_param_lr_fun": layerwise_lr_decay,
-    "name_dict": None, "name": None,
-}
+# adamwdl's argument names -> AdamWDL's (Paddle's), for errors that name what the caller wrote.
+_PADDLE_NAMES = {"b1": "beta1", "b2": "beta2", "eps": "epsilon"}
+
+# AdamWDL's arguments, in Paddle's order.
+_ADAMWDL_ARGS = (
+    "learning_rate", "beta1", "beta2", "epsilon", "parameters", "weight_decay",
+    "apply_decay_param_fun", "grad_clip", "lazy_mode", "multi_precision", "layerwise_decay",
+    "n_layers", "set_param_lr_fun", "name_dict", "name",
+)
 
 
 @jax.tree_util.register_static
@@ -349,25 +337,34 @@ class AdamWDL(optax.GradientTransformationExtraArgs):
   0.0
   """
 
-  def __new__(cls, *args: Any, **kwargs: Any):
-    names = list(_ADAMWDL_DEFAULTS)
-    if len(args) > len(names):
-      raise TypeError(f"AdamWDL takes at most {len(names)} positional arguments "
-                      f"({', '.join(names)}), got {len(args)}")
-    unknown = sorted(set(kwargs) - set(names))
-    if unknown:
-      raise TypeError(f"AdamWDL: unknown argument(s) {unknown}; it takes {names}")
-    given = dict(zip(names, args))
-    twice = sorted(set(given) & set(kwargs))
-    if twice:
-      raise TypeError(f"AdamWDL: argument(s) {twice} given twice")
-    arguments = {**_ADAMWDL_DEFAULTS, **given, **kwargs}
-    tx = adamwdl(
+  def __new__(
+      cls,
+      learning_rate: Any = 0.001,
+      beta1: Any = 0.9,
+      beta2: Any = 0.999,
+      epsilon: Any = 1e-08,
+      parameters: Any = None,
+      weight_decay: Any = 0.01,
+      apply_decay_param_fun: Callable[[str], bool] | None = None,
+      grad_clip: optax.GradientTransformation | None = None,
+      lazy_mode: bool = False,
+      multi_precision: bool = False,
+      layerwise_decay: Any = 1.0,
+      n_layers: Any = 12,
+      set_param_lr_fun: Callable[..., Any] | None = layerwise_lr_decay,
+      name_dict: Mapping[str, str] | None = None,
+      name: str | None = None,
+  ):
+    given = locals()
+    arguments = {arg: given[arg] for arg in _ADAMWDL_ARGS}
+    tx = adamwdl_lib.build(
         arguments["learning_rate"],
-        b1=arguments["beta1"],
-        b2=arguments["beta2"],
-        eps=arguments["epsilon"],
-        weight_decay=arguments["weight_decay"],
+        arguments["beta1"],
+        arguments["beta2"],
+        arguments["epsilon"],
+        arguments["weight_decay"],
+        owner="AdamWDL",
+        names=_PADDLE_NAMES,
         layerwise_decay=arguments["layerwise_decay"],
         n_layers=arguments["n_layers"],
         set_param_lr_fun=arguments["set_param_lr_fun"],

@@ -555,7 +555,8 @@ def _plain_keys(path: tuple[Any, ...]) -> bool:
   return True
 
 
-def _static_name(owner: str, name_dict: Mapping[str, str] | None, name: str) -> str:
+def static_name(owner: str, name_dict: Mapping[str, str] | None, name: str) -> str:
+  """``name_dict[name]``, or a ``ValueError`` naming ``owner`` that says what is missing."""
   if name_dict is None:
     return name
   try:
@@ -700,7 +701,7 @@ def path_layers(
     if not _is_float(x):
       continue
     name = jax.tree_util.keystr(path, simple=True, separator="/")
-    leaves.append(_Leaf(name, _static_name(owner, name_dict, name), tuple(np.shape(x)),
+    leaves.append(_Leaf(name, static_name(owner, name_dict, name), tuple(np.shape(x)),
                         _plain_keys(path)))
   _read_dotted_names(leaves)
   for leaf in leaves:

@@ -6,7 +6,8 @@ is followed through the equations, nested jaxprs included (``pjit``,
 ``custom_jvp`` / ``custom_vjp``, ``remat``, ``scan``, ``while``, ``cond``): for
 every value the analysis keeps the set of leaves it depends on, and for every
 leaf the times at which it is *applied* (first combined with something else;
-casts, reshapes and transposes of a leaf are the leaf itself).
+casts, reshapes and transposes of a leaf are the leaf itself), and every skip
+connection (an add of ``x`` and ``f(x)``: the leaves of ``f``).
 
 The layers are the repeated numbered units of the parameter tree (``X_N``
 siblings or ``X/N`` children, nested numbering flattened), numbered by first use;
@@ -478,7 +479,12 @@ def trace_layers(
     ``X_N`` or numbered children ``X/N`` (list indices, haiku's ``block_N``
     under ``~`` included) whose units have the same structure. Nested numbering
     (``stages/S/blocks/B``) is flattened: the block is the layer, numbered
-    straight through the stages. Layers are numbered from 0 in execution order
+    straight through the stages. Numbered parts of one block are not layers: a
+    residual branch (``x + f(x)``) that holds two of them (a ResNet basic block's
+    convs) or one of them and other leaves of the block (a decoder block's
+    self- and cross-attention, each after its norm) makes the block the layer.
+    A first layer with a few extra leaves (T5's relative attention bias in block
+    0) still repeats the others. Layers are numbered from 0 in execution order
     (first use), not by their names. A numbered family whose units differ (a
     ``Sequential`` head) is not a stack. A leaf a ``scan`` slices along an axis
     (``nn.scan``, ``nnx.scan``) holds all the layers of a stack:
@@ -487,8 +493,12 @@ def trace_layers(
     and whose result enters the first layer (token / position / patch
     embeddings, class tokens, stems, pre-norms). A leaf in the embedding stage of
     several stacks (a shared or tied embedding) goes with the deepest stack.
-    A repeated stack that only feeds the input of another one (a conv feature
-    extractor, a hybrid ViT's ResNet) is that stack's embedding stage.
+    A repeated stack through which all of another stack's input runs (a conv
+    feature extractor, a hybrid ViT's ResNet: every application of the other
+    stack's first layer to the data depends on it) is that stack's embedding
+    stage. An encoder read by a decoder's first layer through cross-attention
+    only (a side input; the decoder's own embeddings are its main path) stays a
+    stack of its own.
   * A leaf outside the layers applied between layer ``k`` and ``k + 1`` (a
     downsample between stages) belongs to layer ``k + 1``.
   * **Head** (ratio 1): everything else: final norms, poolers, heads of any
@@ -499,8 +509,12 @@ def trace_layers(
     family's path (``params/encoder/layer``), ``''`` for a single stack. With
     ``numbering='continue'`` the stacks form one stack, numbered on across
     stacks in execution order (BART: encoder ``0..E-1``, decoder ``E..``).
-  * A leaf applied inside several layers (shared weights, as in ALBERT) is an
-    error that names the leaf and the layers, unless ``overrides`` places it.
+  * A leaf applied inside several layers (shared weights) is an error that
+    names the leaf and the layers, unless ``overrides`` places it. ALBERT's one
+    layer, applied by every layer of the model, is refused the same way (named
+    with its number of applications); ``overrides={its prefix: 0}`` makes it the
+    only layer (layer 0 of 1), the leaves before it the embedding stage, the ones
+    after it the head.
 
   Integer leaves are not placed.
 
@@ -524,7 +538,9 @@ def trace_layers(
     *example_args: example inputs (arrays, ``ShapeDtypeStruct``; others are static).
     overrides: ``{path name or prefix: 'embedding' | 'head' | int | Placement}``
       pins leaves (the longest matching prefix wins): ``'embedding'`` (of the
-      deepest stack), ``'head'``, an int (a layer of the only stack) or any
+      deepest stack), ``'head'``, an int (a layer of the only stack; when the
+      tree has no layers of its own, the leaves pinned to ints ``0..L-1`` are the
+      layers and the others are placed around them) or any
       :class:`Placement` (``Placement('ratio', ratio=r)`` for a fixed ratio).
       Pinned leaves are left out of the layer search.
     numbering: ``'per_stack'`` (each stack its own depth) or ``'continue'``.
@@ -678,20 +694,7 @@ def _place(w: _Walker, names: list[str], abstract: list[Any], float_idx: list[in
                            unit_names=run, depth=len(run), intervals=[]))
 
   for s in stacks:
-    mask = 0
-    for unit in s.units:
-      for i in unit:
-        mask |= 1 << i
-    s.leaves = mask
-    if not s.scan:
-      starts = [min(first_use[i] for i in unit if i in first_use) for unit in s.units]
-      intervals = []
-      for k, unit in enumerate(s.units):
-        limit = starts[k + 1] if k + 1 < len(starts) else float("inf")
-        end = max(t for i in unit for t, _ in cons.get(i, ()) if t < limit)
-        intervals.append((starts[k], end))
-      s.intervals = intervals
-    s.start = s.intervals[0][0]
+    _span(s, cons, first_use)
 
   # A stack through which all of another stack's input runs is that stack's stem (a
   # conv feature extractor, a hybrid ViT's ResNet stages): every application of the
@@ -700,7 +703,7 @@ def _place(w: _Walker, names: list[str], abstract: list[Any], float_idx: list[in
   # keys and values); its main path (the decoder's own embeddings) does not.
   stems = set()
   for s in stacks:
-    applied = [min(((t, m) for i in s.units[0] for t, m in cons.get(i, ())))[1]]
+    applied = [m for i in s.units[0] for _, m in cons.get(i, ()) if m & data]
     if not applied:
       continue
     for o in stacks:
@@ -711,7 +714,13 @@ def _place(w: _Walker, names: list[str], abstract: list[Any], float_idx: list[in
   if not stacks:
     if all(i in pinned for i in float_idx):
       return LayerMap.build({names[i]: _resolve(pinned[i], names[i], []) for i in float_idx})
-    raise ValueError(_no_layers_message(names, fams, cons, free, data))
+    # Leaves pinned to layers 0..L-1 (overrides={prefix: int}) are the layers: the others
+    # are placed around them (ALBERT's shared layer pinned to layer 0).
+    s = _pinned_stack(pinned, names, first_use)
+    if s is None:
+      raise ValueError(_no_layers_message(names, fams, cons, free, data))
+    _span(s, cons, first_use)
+    stacks = [s]
 
   stacks.sort(key=lambda s: s.start)
   if numbering == "continue":
@@ -843,6 +852,42 @@ def _place(w: _Walker, names: list[str], abstract: list[Any], float_idx: list[in
   return LayerMap.build(placements, depths)
 
 
+def _span(s: _Stack, cons: Mapping[int, list[tuple[int, int]]],
+          first_use: Mapping[int, int]) -> None:
+  """Sets the stack's leaf mask, its units' time intervals and its start."""
+  mask = 0
+  for unit in s.units:
+    for i in unit:
+      mask |= 1 << i
+  s.leaves = mask
+  if not s.scan:
+    starts = [min(first_use[i] for i in unit if i in first_use) for unit in s.units]
+    intervals = []
+    for k, unit in enumerate(s.units):
+      limit = starts[k + 1] if k + 1 < len(starts) else float("inf")
+      end = max(t for i in unit for t, _ in cons.get(i, ()) if t < limit)
+      intervals.append((starts[k], end))
+    s.intervals = intervals
+  s.start = s.intervals[0][0]
+
+
+def _pinned_stack(pinned: Mapping[int, Any], names: list[str], first_use: Mapping[int, int]
+                  ) -> _Stack | None:
+  """The one stack made of the leaves pinned to layers 0..L-1 by int overrides, else None."""
+  units: dict[int, list[int]] = collections.defaultdict(list)
+  for i, spec in pinned.items():
+    if isinstance(spec, int) and not isinstance(spec, bool):
+      units[spec].append(i)
+  if not units or sorted(units) != list(range(len(units))):
+    return None
+  order = [sorted(units[k]) for k in range(len(units))]
+  if not all(any(i in first_use for i in unit) for unit in order):
+    return None
+  return _Stack(name="", units=order, unit_names=[f"{names[u[0]]} (layer {k})"
+                                                   for k, u in enumerate(order)],
+                depth=len(order), intervals=[])
+
+
 def _resolve(spec: Any, name: str, stacks: list[_Stack], deepest: _Stack | None = None
              ) -> Placement:
   if isinstance(spec, Placement):
@@ -865,6 +910,28 @@ def _resolve(spec: Any, name: str, stacks: list[_Stack], deepest: _Stack | None 
 
 
 def _no_layers_message(names, fams, cons, free, data) -> str:
+  counts = {i: sum(1 for _, m in cons.get(i, ()) if m & data) for i in free}
+  reused = [i for i in free if counts[i] >= 2]
+  if reused:
+    # ALBERT: one layer in the tree, applied once per layer of the model.
+    n = collections.Counter(counts[i] for i in reused).most_common(1)[0][0]
+    comps = [_module_comps(names[i]) for i in reused]
+    prefix = []
+    for parts in zip(*comps):
+      if len(set(parts)) != 1:
+        break
+      prefix.append(parts[0])
+    where = "/".join(prefix) or names[reused[0]]
+    shown = [names[i] for i in reused[:4]]
+    return (
+        f"{_OWNER}: shared weights: found no layers of the tree, but {len(reused)} leaves "
+        f"under {where!r} ({shown}{' ...' if len(reused) > 4 else ''}) are each applied "
+        f"{n} times, one application after another: one layer shared by {n} layers of the "
+        f"model (ALBERT-style sharing, applications 1..{n}), so it has no single layer. "
+        f"Place it with overrides, e.g. overrides={{{where!r}: 0}} (the shared layer as the "
+        f"only layer: what runs before it gets the embedding ratio, what runs after it the "
+        f"head's), or place every float leaf with overrides={{path or prefix: layer index | "
+        f"'embedding' | 'head' | Placement}}.")
   lines = [f"{_OWNER}: found no layers (no numbered units X_N or X/N of the parameter tree "
            "that repeat with the same structure and run one after the other, and no "
            "parameter sliced by a scan)."]
@@ -873,10 +940,6 @@ def _no_layers_message(names, fams, cons, free, data) -> str:
     shown = "; ".join(f"{'/'.join(p)}: {sorted(m)[:4]}{' ...' if len(m) > 4 else ''}"
                       for p, m in numbered[:6])
     lines.append(f"Numbered families seen: {shown}.")
-  reused = [names[i] for i in free if sum(1 for _, m in cons.get(i, ()) if m & data) >= 2]
-  if reused:
-    lines.append(f"These leaves are applied several times (shared weights, as in ALBERT?): "
-                 f"{reused[:6]}{' ...' if len(reused) > 6 else ''}.")
   lines.append("Place the parameters with overrides={path or prefix: layer index | "
                "'embedding' | 'head' | Placement} (all float leaves), or use the path rule.")
   return " ".join(lines)

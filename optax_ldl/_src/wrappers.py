@@ -133,7 +133,8 @@ def lazy_rows(inner: optax.GradientTransformation) -> optax.GradientTransformati
       if kept:
         new_inner = _replace_moments(new_inner, name, kept)
     new_updates = jax.tree.map(
-        lambda r, u: _keep_rows(r, u, jnp.zeros_like(u)), rows, new_updates, is_leaf=is_none
+        lambda r, u: u if u is None else _keep_rows(r, u, jnp.zeros_like(u)),
+        rows, new_updates, is_leaf=is_none,
     )
     return new_updates, LazyRowsState(new_inner)
 

@@ -73,6 +73,10 @@ class ZooModel:
     path_rule: ``"exact"`` (the default path rule must reproduce the expectation) or
       ``"exact_or_raise"`` (it may instead raise a ``ValueError``).
     exercises: what the entry is for (documentation).
+    refusal: a regex: ``trace_layers`` without ``overrides`` must raise a ``ValueError`` that
+      matches it (a documented refusal, such as ALBERT's shared layer); empty: it must not.
+    overrides: the ``overrides=`` passed to ``trace_layers`` (the fix a refusal names); the
+      expectation is the placement with them.
   """
 
   name: str
@@ -81,6 +85,8 @@ class ZooModel:
   depths: Mapping[str, int]
   path_rule: str = "exact_or_raise"
   exercises: str = ""
+  refusal: str = ""
+  overrides: Mapping[str, Any] | None = None
 
   def __post_init__(self):
     assert self.path_rule in ("exact", "exact_or_raise"), self.path_rule

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from optax_ldl._src.layer_map import Placement
 from tests.zoo.core import HEAD, Built, ZooModel, allow_rank_promotion, arrays, emb, fill, layer
 from tests.zoo.core import nested as nested_layer
 
@@ -173,6 +174,16 @@ def resnet_make():
   return Built(variables["params"], fn, (pixels,))
 
 
+def albert_make():
+  from transformers import AlbertConfig, FlaxAlbertModel
+
+  model = _model(FlaxAlbertModel, AlbertConfig(
+      vocab_size=64, embedding_size=8, hidden_size=16, num_hidden_layers=3,
+      num_attention_heads=2, intermediate_size=32, max_position_embeddings=32))
+  fn = allow_rank_promotion(lambda p, ids: arrays(model(ids, params=p)))
+  return Built(_init(model), fn, (_ids(),))
+
+
 ENC, DEC = "encoder/block", "decoder/block"
 BART_ENC, BART_DEC = "model/encoder/layers", "model/decoder/layers"
 CLIP_T, CLIP_V = "text_model/encoder/layers", "vision_model/encoder/layers"
@@ -260,4 +271,16 @@ MODELS = (
          (r"classifier/1/.*", HEAD)),
         {"": 4}, "exact_or_raise",
         "ResNet stages/S/layers/B flattened (0..3), stem, classifier/1 head"),
+    ZooModel(
+        "hf_albert_shared", albert_make,
+        # One layer (albert_layer_groups/0/albert_layers/0) applied by all 3 layers: no single
+        # layer, trace_layers refuses; pinned as the only layer (layer 0 of 1) it passes.
+        ((r"embeddings/.*|encoder/embedding_hidden_mapping_in/.*", emb()),
+         (r"encoder/albert_layer_groups/0/.*", Placement("layer", "", layer=0)),
+         (r"pooler/.*", HEAD)),
+        {"": 1}, "exact_or_raise",
+        "ALBERT: one shared layer used by every layer: the documented shared-weight refusal, "
+        "placed with overrides",
+        refusal=r"(?s)shared weights.*albert_layer_groups/0/albert_layers/0.*applied 3 times",
+        overrides={"encoder/albert_layer_groups/0/albert_layers/0": 0}),
 )
