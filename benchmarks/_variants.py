@@ -5,9 +5,9 @@ update by its parameter's ratio, as ``optax_ldl.scale_by_layer_ratio`` does; the
 differ only in how the ratio reaches the compiled update. Labels and ratios come
 from the public ``optax_ldl.LayerDecay(...).groups(tree)``.
 
-- ``plain``: ``scale_by_layer_ratio`` without its zero-reset: each unstacked group's
-  ratio a float32 scalar in the state, read as ``state.ratios[label]`` (no
-  ``jnp.where`` against the configured ratio, no optimization barrier).
+- ``plain``: ``scale_by_layer_ratio`` without its zeroed-state guard: each unstacked
+  group's ratio a float32 scalar in the state, read as ``state.ratios[label]`` (the
+  package reads ``s / sign(s)``, NaN for a zeroed entry).
 - ``literal``: ``optax.partition({label: optax.scale(ratio)}, labels)``: constants.
 - ``barrier``: as ``literal``, each ratio through ``jax.lax.optimization_barrier``.
 - ``cond``: no state; each ratio the output of a ``lax.cond`` with identical branches
@@ -37,7 +37,7 @@ def _stored(ratio) -> bool:
 
 
 def plain(decay: optax_ldl.LayerDecay) -> optax.GradientTransformation:
-  """Ratios in the state, read as they are (the design before the zero-reset)."""
+  """Ratios in the state, read as they are (no zeroed-state guard)."""
 
   def init(params):
     groups = decay.groups(params)

@@ -12,8 +12,8 @@ instruction names normalised). The variants go through the explicit seam
 `variant(LayerDecay)`; `_variants.py` describes each):
 
 - `adamwdl`: the package as it is (`optax_ldl.adamwdl`): each group's ratio a float
-  scalar in the state, read through a zero-reset `jnp.where` behind one barrier.
-- `plain`: the ratios in the state read as they are (no `where`, no barrier).
+  scalar in the state, read as `s / sign(s)` (NaN for an entry zeroed by a reset).
+- `plain`: the ratios in the state read as they are (no zeroed-state guard).
 - `literal`: `optax.partition({label: optax.scale(ratio)}, labels)`: ratios as constants.
 - `barrier`: as `literal`, the ratios passed through `jax.lax.optimization_barrier`.
 - `cond`: no state; each ratio the output of a `lax.cond` with identical branches on a

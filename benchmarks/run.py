@@ -92,8 +92,8 @@ def parse_args(argv=None):
   ap.add_argument("--compile-rounds", type=int, help="timed compile rounds (default 5)")
   ap.add_argument("--variant", action="append", default=[], choices=sorted(_variants.VARIANTS),
                   help="also time adamwdl with this way of applying the ratio "
-                  "(_variants.py; e.g. plain: the state's ratios read without the zero-reset "
-                  "where); repeatable")
+                  "(_variants.py; e.g. plain: the state's ratios read without the zeroed-state "
+                  "guard); repeatable")
   ap.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
   return ap.parse_args(argv)
 

@@ -172,6 +172,13 @@ class LayerDecay:
       raise TypeError(f"pass a LayerDecay or its fields, not both (got decay and {given})")
     return decay
 
+  def __getstate__(self) -> dict[str, Any]:  # the fields, not the layer-map cache.
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+  def __setstate__(self, state: dict[str, Any]) -> None:
+    for name, value in state.items():
+      object.__setattr__(self, name, value)
+
   def _key(self) -> tuple[Any, ...]:
     return tuple(_hashable(getattr(self, f.name)) for f in dataclasses.fields(self))
 
@@ -191,7 +198,23 @@ class LayerDecay:
     return isinstance(d, numbers.Real) and not isinstance(d, bool) and d == 1.0
 
   def layer_map(self, tree: Any) -> LayerMap | None:
-    """Where every float leaf of ``tree`` sits (``None`` under a custom rule)."""
+    """Where every float leaf of ``tree`` sits (``None`` under a custom rule).
+
+    Cached per tree structure and shapes: the map depends on nothing else, and
+    an update traced after ``init`` reuses init's map.
+    """
+    leaves, treedef = jax.tree.flatten(tree)
+    decay = checks.concrete_float(self.layerwise_decay)
+    key = (treedef, tuple(tuple(np.shape(x)) for x in leaves),
+           decay is not None and decay != 1.0, self.runtime_depth is None)
+    cache = self.__dict__.setdefault("_layer_maps", {})
+    if key not in cache:
+      if len(cache) >= 16:
+        cache.clear()
+      cache[key] = self._layer_map(tree)
+    return cache[key]
+
+  def _layer_map(self, tree: Any) -> LayerMap | None:
     if self.rule is not None and self.rule is not _paddle_rule():
       return None
     if self.layers is not None:
@@ -534,10 +557,10 @@ def with_checks(
 ) -> optax.GradientTransformationExtraArgs:
   """``tx`` whose ``init`` first runs ``check(params)`` (and now, on ``parameters``).
 
-  Its ``update`` first checks structures, in Python, while it is traced: the
-  updates must have the params' structure, and the state the structure
-  ``tx.init`` gives for these params (``jax.eval_shape``, cached per tree
-  structure, shapes and dtypes), so a state from another tree, another
+  Its ``update`` checks structures, in Python, while it is traced: the updates
+  must have the params' structure, and, when ``tx.update`` fails, the state the
+  structure ``tx.init`` gives for these params (``jax.eval_shape``, cached per
+  tree structure, shapes and dtypes), so a state from another tree, another
   optimizer or another ``multi_precision`` setting, or a checkpoint restored
   without a target, is refused with a ``ValueError`` naming ``state`` (and a
   grads tree missing a leaf, naming ``updates``) rather than failing deep
@@ -553,8 +576,12 @@ def with_checks(
 
   def update_fn(updates, state, params=None, **extra_args):
     _check_updates_structure(owner, updates, params)
-    _check_state_structure(owner, tx, expected_states, state, updates if params is None else params)
-    return tx.update(updates, state, params, **extra_args)
+    try:
+      return tx.update(updates, state, params, **extra_args)
+    except Exception as error:  # only then is the state's structure worth a look.
+      _check_state_structure(owner, tx, expected_states, state,
+                             updates if params is None else params, error)
+      raise
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -656,7 +683,7 @@ def _expected_state(tx: Any, cache: dict[Any, Any], like: Any) -> Any:
 
 
 def _check_state_structure(owner: str, tx: Any, cache: dict[Any, Any], state: Any,
-                           like: Any) -> None:
+                           like: Any, error: Exception) -> None:
   """Raises a ``ValueError`` naming ``state`` unless it has the structure init gives ``like``."""
   expected = _expected_state(tx, cache, like)
   if expected is None:
@@ -683,7 +710,7 @@ def _check_state_structure(owner: str, tx: Any, cache: dict[Any, Any], state: An
       "tx.init(params) (or jax.eval_shape(tx.init, params)) as the target.\n"
       + "; ".join(detail) + ".\n"
       f"expected: {_outline(expected)}\ngot:      {_outline(state)}"
-  )
+  ) from error
 
 
 def float_params(params: Any) -> Any:

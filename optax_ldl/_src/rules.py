@@ -469,7 +469,7 @@ def _lookup_prefix(stacked: Mapping[str, Any], name: str) -> tuple[bool, Any, st
   return True, stacked[best], best.rstrip("/")
 
 
-def _explicit_axis(stacked: Any, name: str, shape: tuple[int, ...],
+def explicit_axis(stacked: Any, name: str, shape: tuple[int, ...],
                    n_given: int | None) -> tuple[int, str] | None:
   """``(axis, container)`` for an explicitly stacked leaf, else ``None``."""
   if stacked is None or stacked is False or isinstance(stacked, str):
@@ -714,7 +714,7 @@ def path_layers(
   # 1. Explicitly stacked leaves (stacked={prefix: axis} or a function).
   explicit: dict[str, tuple[int, str]] = {}
   for leaf in leaves:
-    spec = _explicit_axis(stacked, leaf.path, leaf.shape, n_int)
+    spec = explicit_axis(stacked, leaf.path, leaf.shape, n_int)
     if spec is not None:
       explicit[leaf.path] = spec
   for leaf in leaves:

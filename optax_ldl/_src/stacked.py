@@ -7,14 +7,15 @@ a vector ``r[i]`` (the ratio layer ``i`` would get unrolled), broadcast along
 the stacked axis.
 
 Which leaves are stacked is set by the ``stacked`` argument of
-:func:`optax_ldl.adamwdl` (and :func:`optax_ldl.scale_by_layer_ratio`,
-:func:`optax_ldl.layer_groups`, :func:`optax_ldl.describe`):
+:func:`optax_ldl.adamwdl` (and :class:`optax_ldl.LayerDecay`). Under the path
+rule, ``optax_ldl._src.rules.path_layers`` reads it with the whole tree in view;
+under a custom ``set_param_lr_fun``, :func:`leaf_spec` reads it leaf by leaf:
 
 * ``"auto"`` (default): a leaf whose path has a key ``layers``, ``scan``,
   ``scanned_layers`` or ``Scan<Name>[_N]`` (what ``nn.scan(Block)`` is named by
   default, e.g. ``ScanBlock_0``) that is *not* followed by a numeric key, and
-  whose axis 0 has length ``n_layers``, is stacked along axis 0. Only used when
-  the layer-wise decay is not 1 (a ratio of 1 everywhere needs no stacking).
+  whose axis 0 has length ``n_layers`` (any length when it is ``None``), is
+  stacked along axis 0. Only used when the layer-wise decay is not the number 1.
 * ``None`` or ``False``: no leaf is stacked.
 * a mapping ``{path_prefix: axis}``: leaves whose path name (keys joined by
   ``/``) is the prefix or starts with ``prefix + '/'`` are stacked along
@@ -32,15 +33,12 @@ import jax
 import jax.core  # jax.core.Tracer: jax imports it, but type checkers need it named.
 import jax.numpy as jnp
 import numpy as np
-import optax
+
+from optax_ldl._src import rules
 
 # Keys that hold a stack of layers in the common Flax scan layouts.
 STACK_KEY = re.compile(r"^(?:layers|scan|scanned_layers|Scan[A-Z]\w*?(?:_\d+)?)$")
 
-ACCEPTED = (
-    "'auto', None/False, a dict {path prefix (keys joined by '/'): axis (int)}, "
-    "or a function path_name -> axis (int) or None"
-)
 
 
 class StackedRatio(NamedTuple):
@@ -80,18 +78,6 @@ def _stack_key_index(tokens: list[str]) -> int | None:
   return found
 
 
-def _lookup_prefix(stacked: Mapping[str, Any], name: str) -> tuple[bool, Any, str | None]:
-  best = None
-  for prefix in stacked:
-    p = prefix.rstrip("/")
-    if name == p or name.startswith(p + "/") or p == "":
-      if best is None or len(p) > len(best.rstrip("/")):
-        best = prefix
-  if best is None:
-    return False, None, None
-  return True, stacked[best], best.rstrip("/")
-
-
 def leaf_spec(
     stacked: Any, name: str, shape: tuple[int, ...], n_layers: Any, explicit_only: bool
 ) -> StackSpec | None:
@@ -121,40 +107,15 @@ def leaf_spec(
     if concrete_n is not None and shape[0] != concrete_n:
       return None
     return StackSpec(0, shape[0], key_index)
-  if isinstance(stacked, Mapping):
-    found, axis, prefix = _lookup_prefix(stacked, name)
-    if not found or axis is None:
-      return None
-    n_prefix = len(prefix.split("/")) if prefix else 0
+  found = rules.explicit_axis(stacked, name, shape, concrete_n)
+  if found is None:
+    return None
+  axis, container = found
+  if isinstance(stacked, Mapping):  # the unrolled name replaces the prefix's last key.
+    n_prefix = len(container.split("/")) if container else 0
     key_index = n_prefix - 1 if 0 < n_prefix < len(tokens) else _stack_key_index(tokens[:-1])
-    source = f"stacked[{prefix!r}]"
   else:
-    axis = stacked(name)
-    if axis is None or axis is False:
-      return None
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-      raise TypeError(
-          f"stacked({name!r}) returned {axis!r}; the function must return an int "
-          "axis or None."
-      )
     key_index = _stack_key_index(tokens[:-1])
-    source = f"stacked({name!r})"
-  ndim = len(shape)
-  if not -ndim <= axis < ndim:
-    raise ValueError(
-        f"parameter {name!r} of shape {tuple(shape)} is stacked along axis {axis} "
-        f"({source}), which is out of range for its {ndim} dimension(s); the axis "
-        f"must be in [{-ndim}, {ndim}) (n_layers={concrete_n}). stacked accepts "
-        f"{ACCEPTED}."
-    )
-  axis = int(axis) % ndim
-  if concrete_n is not None and shape[axis] != concrete_n:
-    raise ValueError(
-        f"parameter {name!r} of shape {tuple(shape)} is stacked along axis {axis} "
-        f"({source}), whose length {shape[axis]} is not n_layers={concrete_n}; "
-        "the stacked axis must hold one slice per layer. Fix the axis or "
-        f"n_layers; stacked accepts {ACCEPTED}."
-    )
   return StackSpec(axis, shape[axis], key_index)
 
 
@@ -186,40 +147,6 @@ def times_ratio(u: Any, ratio: Any) -> Any:
   if jnp.issubdtype(jnp.result_type(u), jnp.inexact):
     ratio = ratio.astype(jnp.result_type(u))
   return u * ratio
-
-
-def scale_by_stacked_ratio(ratios: Any, axis: int) -> optax.GradientTransformation:
-  """Multiplies slice ``i`` (along ``axis``) of every update by ``ratios[i]``.
-
-  The state holds no arrays.
-
-  >>> import jax.numpy as jnp
-  >>> tx = scale_by_stacked_ratio(jnp.array([0.25, 0.5]), axis=1)
-  >>> u, _ = tx.update({'w': jnp.ones((3, 2))}, tx.init(None))
-  >>> u['w'][0].tolist()
-  [0.25, 0.5]
-
-  Args:
-    ratios: a 1-D array (or sequence) of per-slice ratios (may be traced).
-    axis: the stacked axis of every leaf it sees.
-
-  Returns:
-    An ``optax.GradientTransformation``.
-  """
-
-  def init_fn(params):
-    del params
-    return optax.EmptyState()
-
-  def update_fn(updates, state, params=None):
-    del params
-
-    def scale(u):
-      return times_ratio(u, broadcast_ratio(ratios, axis, jnp.ndim(u)))
-
-    return jax.tree.map(scale, updates), state
-
-  return optax.GradientTransformation(init_fn, update_fn)
 
 
 def ratio_vector(values: list[Any]) -> Any:
