@@ -174,6 +174,17 @@ def test_one_adam_step_moves_each_leaf_by_its_ratio(name):
   state = tx.init(params)
   grads = jax.tree_util.tree_map(np.ones_like, params)
   updates, _ = tx.update(grads, state, params)
+  # Eager and jitted updates agree, and so does the path rule wherever it places the tree
+  # (its describe() rows are checked against the expectation above).
+  _assert_same_updates(name, "jit", updates, jax.jit(tx.update)(grads, state, params)[0])
+  try:
+    by_path = optax_ldl.adamwdl(LR, weight_decay=0.0, layerwise_decay=0.8)
+    path_state = by_path.init(params)
+  except ValueError:
+    pass  # the path rule refuses this tree (test_path_rule_is_exact_or_raises).
+  else:
+    _assert_same_updates(name, "path rule, jit", updates,
+                         jax.jit(by_path.update)(grads, path_state, params)[0])
   new = float_paths(optax.apply_updates(params, updates))
   old = float_paths(params)
   want = expected_ratios(z, 0.8)
@@ -193,3 +204,11 @@ def test_one_adam_step_moves_each_leaf_by_its_ratio(name):
       bad.append(f"  {path}: |dp|/lr in [{measured.min():.6g}, {measured.max():.6g}], "
                  f"want {np.unique(ratio)}")
   assert not bad, f"{name}: one Adam step differs on\n" + "\n".join(bad)
+
+
+def _assert_same_updates(name, what, want, got):
+  want, got = float_paths(want), float_paths(got)
+  bad = [path for path in want
+         if not np.allclose(np.asarray(got[path], np.float64), np.asarray(want[path], np.float64),
+                            rtol=1e-6, atol=0)]
+  assert not bad, f"{name}: {what} updates differ from the eager traced-layers update on {bad[:4]}"
