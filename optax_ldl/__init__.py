@@ -1,6 +1,6 @@
 """optax_ldl: layer-wise learning-rate decay for Optax (PaddleNLP's AdamWDL and more)."""
 
-from optax_ldl._src.adamwdl import adamwdl
+from optax_ldl._src.adamwdl import adamwdl, weight_decay_filter
 from optax_ldl._src.clipping import clip_grad_by_global_norm, clip_grad_by_norm, clip_grad_by_value
 from optax_ldl._src.diagnostics import Description, Row, describe
 from optax_ldl._src.drift import Drift, layer_drift
@@ -66,4 +66,5 @@ __all__ = (
     "rule_table_markdown",
     "scale_by_layer_ratio",
     "trace_layers",
+    "weight_decay_filter",
 )

@@ -145,17 +145,16 @@ class Model(nn.Module):
 
 
 def apply_weight_decay(name: str) -> bool:
-  """The weight-decay filter: kernels only; no biases, norm scales, or embeddings.
+  """The recommended filter (:func:`optax_ldl.weight_decay_filter`), embeddings exempt.
 
-  Case-insensitive on the path name, so it holds for linen (``LayerNorm_0/scale``,
+  No decay on biases, norm scales or embeddings, for linen (``LayerNorm_0/scale``,
   ``Embed_0/embedding``) and Hugging Face names (``LayerNorm/bias``).
 
   >>> [apply_weight_decay(n) for n in ('layers_0/mlp_in/kernel', 'layers_0/mlp_in/bias',
   ...  'layers_0/LayerNorm_0/scale', 'word_embeddings/embedding', 'position_embeddings')]
   [True, False, False, False, False]
   """
-  keys = name.lower().split("/")
-  return not (keys[-1] in ("bias", "scale") or any("norm" in k or "embed" in k for k in keys))
+  return optax_ldl.weight_decay_filter(name, embeddings=False)
 
 
 # --- training ----------------------------------------------------------------------------------

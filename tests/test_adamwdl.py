@@ -268,3 +268,29 @@ def test_parameters_are_checked_at_construction():
   params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), bert_like(5))
   with pytest.raises(ValueError, match="is in layer 4"):
     optax_ldl.adamwdl(layerwise_decay=0.9, n_layers=3, parameters=params)
+
+
+@pytest.mark.parametrize(("name", "decays"), [
+    ("params/encoder/layers_0/MlpBlock_0/Dense_0/kernel", True),  # linen
+    ("params/encoder/layers_0/MlpBlock_0/Dense_0/bias", False),
+    ("params/encoder/layers_0/LayerNorm_0/scale", False),
+    ("layers/0/attn/query/kernel/value", True),  # NNX
+    ("layers/0/norm/scale/value", False),
+    ("layers/0/mlp/bias/value", False),
+    ("bert/encoder/layer/3/output/LayerNorm/bias", False),  # Hugging Face Flax
+    ("bert/encoder/layer/3/output/dense/kernel", True),
+    ("bert/embeddings/word_embeddings/embedding", True),
+    ("transformer/ln_f/scale", False),  # GPT-2
+    ("encoder.layers.3.norm1.weight", False),  # Paddle
+    ("encoder.layers.3.linear1.weight", True),
+    ("blocks.0.attn.qkv.bias", False),  # timm
+])
+def test_weight_decay_filter_reads_every_layout(name, decays):
+  assert optax_ldl.weight_decay_filter(name) is decays
+
+
+def test_weight_decay_filter_can_exempt_embeddings_and_names_bad_input():
+  assert not optax_ldl.weight_decay_filter("embed/embedding", embeddings=False)
+  assert not optax_ldl.weight_decay_filter("transformer/wte/embedding", embeddings=False)
+  with pytest.raises(TypeError, match="weight_decay_filter: name"):
+    optax_ldl.weight_decay_filter(("layers_0", "kernel"))

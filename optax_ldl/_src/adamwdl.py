@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, cast
@@ -29,6 +30,49 @@ def layer_kwargs(decay: layer_scale.LayerDecay) -> dict[str, Any]:
 
 def _is_transform(x: Any) -> bool:
   return callable(getattr(x, "init", None)) and callable(getattr(x, "update", None))
+
+
+_NO_DECAY_LEAVES = frozenset({"bias", "b", "scale"})
+
+
+def weight_decay_filter(name: str, *, embeddings: bool = True) -> bool:
+  """The recommended ``apply_decay_param_fun``: no weight decay on biases and norms.
+
+  Reads a path name of any common layout: linen and Hugging Face Flax
+  (``LayerNorm_0/scale``, ``LayerNorm/bias``), NNX (paths ending in ``/value``),
+  Paddle and PyTorch-style dotted names (``norm1.weight``), case-insensitively.
+  Embedding tables decay when ``embeddings`` is true, as in BERT and
+  PaddleNLP's recipes; pass ``embeddings=False`` (e.g. with
+  ``functools.partial``) to exempt them.
+
+  >>> [weight_decay_filter(n) for n in (
+  ...     'layers_0/mlp/kernel', 'layers_0/mlp/bias', 'layers_0/LayerNorm_0/scale',
+  ...     'layers/0/norm/scale/value', 'encoder.layers.0.norm1.weight',
+  ...     'embeddings/word_embeddings/embedding')]
+  [True, False, False, False, False, True]
+  >>> weight_decay_filter('embeddings/word_embeddings/embedding', embeddings=False)
+  False
+
+  Args:
+    name: the parameter's path name (keys joined by ``/``), or a dotted name.
+    embeddings: whether embedding tables decay.
+
+  Returns:
+    ``True`` where weight decay applies.
+  """
+  if not isinstance(name, str):
+    raise TypeError(f"weight_decay_filter: name must be a parameter's path name (str), got "
+                    f"{name!r}")
+  keys = [k for k in re.split(r"[/.]", name.lower()) if k]
+  if keys and keys[-1] == "value":  # NNX: the variable's value under its name.
+    keys = keys[:-1]
+  if not keys or keys[-1] in _NO_DECAY_LEAVES:
+    return False
+  if any("norm" in k or k.startswith("ln") for k in keys):
+    return False
+  if any("embed" in k for k in keys) or keys[-1] in ("wte", "wpe"):
+    return embeddings
+  return True
 
 
 def decay_mask_of(
