@@ -637,6 +637,14 @@ def _shown(paths: list[str], limit: int = 4) -> str:
   return ", ".join(paths[:limit]) + more
 
 
+def _details(missing: list[str], extra: list[str], missing_label: str, extra_label: str,
+             same: str, limit: int) -> list[str]:
+  """The parts of a structure-mismatch message: what is missing, what is extra."""
+  detail = [f"{label}: {_shown(paths, limit)}"
+            for label, paths in ((missing_label, missing), (extra_label, extra)) if paths]
+  return detail or [same]
+
+
 def _check_updates_structure(owner: str, updates: Any, params: Any) -> None:
   """Raises a ``ValueError`` naming ``updates`` unless they have the params' structure."""
   if params is None:
@@ -648,13 +656,10 @@ def _check_updates_structure(owner: str, updates: Any, params: Any) -> None:
       [path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params, is_leaf=is_none)[0]],
       [path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(updates, is_leaf=is_none)[0]],
   )
-  detail = []
-  if missing:
-    detail.append(f"missing (in the params, not in the updates): {_shown(missing)}")
-  if extra:
-    detail.append(f"unexpected (in the updates, not in the params): {_shown(extra)}")
-  if not detail:
-    detail.append("the same leaves in other containers (e.g. a list for a tuple)")
+  detail = _details(
+      missing, extra, "missing (in the params, not in the updates)",
+      "unexpected (in the updates, not in the params)",
+      "the same leaves in other containers (e.g. a list for a tuple)", limit=4)
   raise ValueError(
       f"{owner}: updates (the gradients) must have the params' tree structure; "
       + "; ".join(detail) + ".\n"
@@ -694,13 +699,8 @@ def _check_state_structure(owner: str, tx: Any, cache: dict[Any, Any], state: An
   missing, extra = _difference(_key_paths(expected), _key_paths(state))
   if (missing or extra) and all(".ratios[" in p for p in missing + extra):
     return  # only the layer ratios differ: scale_by_layer_ratio says which and why.
-  detail = []
-  if missing:
-    detail.append(f"expected but missing: {_shown(missing, 3)}")
-  if extra:
-    detail.append(f"present but not expected: {_shown(extra, 3)}")
-  if not detail:
-    detail.append("the same leaves in other containers")
+  detail = _details(missing, extra, "expected but missing", "present but not expected",
+                    "the same leaves in other containers", limit=3)
   raise ValueError(
       f"{owner}: state does not have the structure this transformation's init gives for "
       "these params: it was made by another optimizer (e.g. optax.adamw), for another "
