@@ -6,8 +6,10 @@ import datetime
 import os
 import platform
 import subprocess
+from collections.abc import Sequence
 
 import _compile
+import _inner
 import _optimizers
 import _peers
 import _steps
@@ -65,7 +67,8 @@ def _kind_name(kind: str) -> str:
   return {"adamw": "optax.adamw", "adamwdl": "adamwdl"}.get(kind, f"adamwdl[{kind}]")
 
 
-def targets(kinds, steps: list[_steps.StepResult], comps: list[_compile.CompileResult]):
+def targets(kinds, steps: list[_steps.StepResult], comps: list[_compile.CompileResult],
+            inner: Sequence[_inner.InnerResult] = ()):
   """(target, met, measured) rows."""
   rows = []
   for s in steps:
@@ -80,6 +83,9 @@ def targets(kinds, steps: list[_steps.StepResult], comps: list[_compile.CompileR
     for k in kinds[1:]:
       r = s.ratio(k)
       rows.append((f"step time {s.label} ({_kind_name(k)})", r <= STEP_TARGET, f"{r:.3f}x"))
+  for i in inner:
+    rows.append((f"step time {i.step.label}: layerwise({i.expr}) / {i.expr}",
+                 i.ratio <= STEP_TARGET, f"{i.ratio:.3f}x"))
   for c in comps:
     for k in kinds[1:]:
       r = c.ratio(k)
@@ -99,7 +105,7 @@ def targets(kinds, steps: list[_steps.StepResult], comps: list[_compile.CompileR
 
 
 def render(*, command: str, quick: bool, elapsed: float, load: tuple, kinds, bw: dict,
-           bw_bytes: int, steps, comps, peers, variant_notes: dict) -> str:
+           bw_bytes: int, steps, comps, peers, variant_notes: dict, inner=()) -> str:
   """The whole RESULTS.md."""
   other = kinds[2:]
   step_rows = []
@@ -114,6 +120,13 @@ def render(*, command: str, quick: bool, elapsed: float, load: tuple, kinds, bw:
   for k in other:
     step_head += [f"{_kind_name(k)} ms", f"{_kind_name(k)} ratio"]
   step_head.append("warm-up+timed")
+
+  inner_rows = []
+  for i in inner:
+    s = i.step
+    inner_rows.append([f"`{i.expr}`", s.label, f"{s.n_params / 1e6:.1f}M", s.n_leaves,
+                       fmt_ms(s.median("inner")), fmt_ms(s.median("layerwise")),
+                       f"{i.ratio:.3f}", f"{i.extra_state_bytes:+,} B", f"{s.warmup}+{s.repeats}"])
 
   comp_rows = []
   for c in comps:
@@ -181,11 +194,23 @@ def render(*, command: str, quick: bool, elapsed: float, load: tuple, kinds, bw:
     "## Targets",
     "",
     table(["target", "met", "measured"],
-          [[t, "yes" if ok else "**no**", v] for t, ok, v in targets(kinds, steps, comps)]),
+          [[t, "yes" if ok else "**no**", v]
+           for t, ok, v in targets(kinds, steps, comps, inner)]),
     "",
     "## Update step time (median, alternated in one process)",
     "",
     table(step_head, step_rows),
+    "",
+    "## layerwise(inner) against inner alone (median, alternated in one process)",
+    "",
+    f"`optax_ldl.layerwise(inner, layerwise_decay={_trees.LAYERWISE_DECAY})` against `inner` "
+    "itself, each inner optimizer as written (no weight-decay mask), on the unrolled tree; the "
+    f"same donated jitted step as above. Target: ratio <= {STEP_TARGET}. `state` is the "
+    "layerwise state's extra bytes (the stored ratios, one float32 each).",
+    "",
+    table(["inner", "tree", "params", "leaves", "inner ms", "layerwise(inner) ms", "ratio",
+           "state", "warm-up+timed"], inner_rows)
+    if inner_rows else "Not run (`--inner` with no names).",
     "",
     "## Trace+lower and compile (median of alternated runs, seconds)",
     "",
@@ -222,7 +247,7 @@ def render(*, command: str, quick: bool, elapsed: float, load: tuple, kinds, bw:
   return "\n".join(parts)
 
 
-def raw(bw, steps, comps, peers: list[_peers.PeerResult]) -> dict:
+def raw(bw, steps, comps, peers: list[_peers.PeerResult], inner=()) -> dict:
   """RESULTS.json: every timing."""
   return {
     "bandwidth": bw,
@@ -230,4 +255,7 @@ def raw(bw, steps, comps, peers: list[_peers.PeerResult]) -> dict:
                         "state_bytes": s.state_bytes} for s in steps},
     "compile": {c.label: c.times for c in comps},
     "peers": {f"{p.peer} {p.label}": p.raw or p.why_not for p in peers},
+    "layerwise_inner": {f"{i.expr} {i.step.label}": {"times": i.step.times,
+                                                     "state_bytes": i.step.state_bytes}
+                        for i in inner},
   }

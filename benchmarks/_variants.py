@@ -3,11 +3,13 @@
 Each variant is a function ``LayerDecay -> optax transformation`` that scales every
 update by its parameter's ratio, as ``optax_ldl.scale_by_layer_ratio`` does; they
 differ only in how the ratio reaches the compiled update. Labels and ratios come
-from the public ``optax_ldl.LayerDecay(...).groups(tree)``.
+from the public ``optax_ldl.LayerDecay(...).plan(tree)`` (an ``optax_ldl.LayerPlan``).
 
-- ``plain``: ``scale_by_layer_ratio`` without its zeroed-state guard: each unstacked
-  group's ratio a float32 scalar in the state, read as ``state.ratios[label]`` (the
-  package reads ``s / sign(s)``, NaN for a zeroed entry).
+- ``plain``: the package's scheme without its guards: the state of
+  ``scale_by_layer_ratio`` itself (its ``init``: the stored ratios as one float32
+  vector, in the order of ``stored_labels(plan)``), each ratio read from the vector as
+  it is (the package reads ``s / sign(s)`` times a 1-or-NaN factor from one comparison
+  of the vector with the configured ratios: NaN for a zeroed or foreign state).
 - ``literal``: ``optax.partition({label: optax.scale(ratio)}, labels)``: constants.
 - ``barrier``: as ``literal``, each ratio through ``jax.lax.optimization_barrier``.
 - ``cond``: no state; each ratio the output of a ``lax.cond`` with identical branches
@@ -21,6 +23,7 @@ import jax.numpy as jnp
 import optax
 
 import optax_ldl
+from optax_ldl._src.scale import stored_labels  # the state's order of the ratios
 
 
 def times(u, ratio):
@@ -31,35 +34,27 @@ def times(u, ratio):
   return u * jnp.asarray(ratio).astype(u.dtype)
 
 
-def _stored(ratio) -> bool:
-  """Whether ``scale_by_layer_ratio`` keeps this group's ratio in its state."""
-  return not (hasattr(ratio, "axis") or isinstance(ratio, jax.Array) or ratio in (0, 1))
-
-
 def plain(decay: optax_ldl.LayerDecay) -> optax.GradientTransformation:
-  """Ratios in the state, read as they are (no zeroed-state guard)."""
-
-  def init(params):
-    groups = decay.groups(params)
-    return optax_ldl.ScaleByLayerRatioState(
-      {label: jnp.float32(r) for label, r in groups.ratios.items() if _stored(r)}
-    )
+  """The package's state (its init), each stored ratio read from the vector as it is."""
+  package = optax_ldl.scale_by_layer_ratio(decay)
 
   def update(updates, state, params=None):
     del params
-    groups = decay.groups(updates)
+    plan = decay.plan(updates)
+    index = {label: i for i, label in enumerate(stored_labels(plan))}
+    vectors = jax.tree.leaves(state.ratios)  # the one vector (whatever holds it), or none
 
     def scale(u, label):
-      ratio = groups.ratios[label]
-      if label in state.ratios:
-        return times(u, state.ratios[label])
+      ratio = plan.ratios[label]
+      if label in index:
+        return times(u, vectors[0][index[label]])
       if not hasattr(ratio, "axis") and not isinstance(ratio, jax.Array) and ratio == 1:
         return u
       return times(u, ratio)
 
-    return jax.tree.map(scale, updates, groups.labels), state
+    return jax.tree.map(scale, updates, plan.label_tree(updates)), state
 
-  return optax.GradientTransformation(init, update)
+  return optax.GradientTransformation(package.init, update)
 
 
 def partitioned(scale_fn):
@@ -67,9 +62,9 @@ def partitioned(scale_fn):
 
   def make(decay: optax_ldl.LayerDecay) -> optax.GradientTransformation:
     def partition(tree):
-      groups = decay.groups(tree)
-      transforms = {label: scale_fn(r) for label, r in groups.ratios.items()}
-      return optax.partition(transforms, groups.labels)
+      plan = decay.plan(tree)
+      transforms = {label: scale_fn(r) for label, r in plan.ratios.items()}
+      return optax.partition(transforms, plan.label_tree(tree))
 
     return optax.GradientTransformation(
       lambda params: partition(params).init(params),
@@ -93,15 +88,21 @@ def stateless(ratio_of):
   return scale_fn
 
 
+def _value(ratio, f):
+  """``f`` of the ratio as a float32 array; a stacked ratio keeps its axis."""
+  if hasattr(ratio, "axis"):
+    return ratio._replace(ratios=f(jnp.asarray(ratio.ratios, jnp.float32)))
+  return f(jnp.float32(ratio))
+
+
 def _barrier(ratio, updates):
   del updates
-  return jax.lax.optimization_barrier(jnp.float32(ratio))
+  return _value(ratio, jax.lax.optimization_barrier)
 
 
 def _cond(ratio, updates):
   x = jax.tree.leaves(updates)[0].reshape(-1)[0]
-  constant = lambda: jnp.float32(ratio)  # noqa: E731
-  return jax.lax.cond(x == x, constant, constant)
+  return _value(ratio, lambda r: jax.lax.cond(x == x, lambda: r, lambda: r))
 
 
 def _literal(ratio):

@@ -11,9 +11,10 @@ instruction names normalised). The variants go through the explicit seam
 `_optimizers.make_tx("adamwdl", ..., scale=variant)` (AdamW's chain, then
 `variant(LayerDecay)`; `_variants.py` describes each):
 
-- `adamwdl`: the package as it is (`optax_ldl.adamwdl`): each group's ratio a float
-  scalar in the state, read as `s / sign(s)` (NaN for an entry zeroed by a reset).
-- `plain`: the ratios in the state read as they are (no zeroed-state guard).
+- `adamwdl`: the package as it is (`optax_ldl.adamwdl`): the stored ratios one float
+  vector in the state, each read as `s / sign(s)` times a 1-or-NaN factor from one
+  comparison with the configured ratios (NaN for a zeroed or foreign state).
+- `plain`: the same state, each ratio read from the vector as it is (no guards).
 - `literal`: `optax.partition({label: optax.scale(ratio)}, labels)`: ratios as constants.
 - `barrier`: as `literal`, the ratios passed through `jax.lax.optimization_barrier`.
 - `cond`: no state; each ratio the output of a `lax.cond` with identical branches on a

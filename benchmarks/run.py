@@ -1,14 +1,15 @@
 """Benchmarks for optax_ldl.adamwdl against optax.adamw and peers.
 
-    python benchmarks/run.py            # full (~10-20 min on 2 CPU cores)
+    python benchmarks/run.py            # full (~13-25 min on 2 CPU cores)
     python benchmarks/run.py --quick    # small shapes, smoke test (< 2 min)
 
 Prints the tables and writes benchmarks/RESULTS.md (the "What we tried"
 section is kept from benchmarks/NOTES.md). See benchmarks/README.md.
 
 The work is split: _optimizers.py (trees, optimizers, the jitted step),
-_steps.py (update-step timing), _compile.py (trace+compile timing), _peers.py
-(torch and Paddle in processes of their own), _report.py (RESULTS.md).
+_steps.py (update-step timing), _inner.py (layerwise(inner) against inner alone),
+_compile.py (trace+compile timing), _peers.py (torch and Paddle in processes of
+their own), _report.py (RESULTS.md).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import _compile  # noqa: E402
+import _inner  # noqa: E402
 import _optimizers  # noqa: E402
 import _peers  # noqa: E402
 import _report  # noqa: E402
@@ -45,20 +47,25 @@ class Plan:
   compile_shape: str
   compile_rounds: int
   bw_bytes: int
+  inner: tuple  # (shape, warm-up steps, timed steps per optimizer) of layerwise(inner)
+  inners: list  # _inner.INNERS names
 
   @classmethod
   def of(cls, args) -> Plan:
     if args.quick:
-      plan = cls([("bert-mini", 5, 15)], [2, 4, 8], "bert-mini", 2, 64 << 20)
+      plan = cls([("bert-mini", 5, 15)], [2, 4, 8], "bert-mini", 2, 64 << 20,
+                 ("bert-mini", 10, 60), list(_inner.DEFAULT))
     else:
       plan = cls([("bert-base", 5, 41), ("bert-large", 3, 15)], [12, 48, 96], "bert-base", 5,
-                 512 << 20)
+                 512 << 20, ("bert-base", 5, 41), list(_inner.DEFAULT))
     if args.shapes is not None:
       plan.step_shapes = [s for s in plan.step_shapes if s[0] in args.shapes]
     if args.depths is not None:
       plan.depths = args.depths
     if args.compile_rounds is not None:
       plan.compile_rounds = args.compile_rounds
+    if args.inner is not None:
+      plan.inners = args.inner
     return plan
 
 
@@ -92,8 +99,11 @@ def parse_args(argv=None):
   ap.add_argument("--compile-rounds", type=int, help="timed compile rounds (default 5)")
   ap.add_argument("--variant", action="append", default=[], choices=sorted(_variants.VARIANTS),
                   help="also time adamwdl with this way of applying the ratio "
-                  "(_variants.py; e.g. plain: the state's ratios read without the zeroed-state "
-                  "guard); repeatable")
+                  "(_variants.py; e.g. plain: the state's ratios read without the package's "
+                  "guards); repeatable")
+  ap.add_argument("--inner", nargs="*", choices=list(_inner.INNERS),
+                  help="inner optimizers of the layerwise(inner) vs inner table (default: "
+                  f"{' '.join(_inner.DEFAULT)}; none: skip it)")
   ap.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
   return ap.parse_args(argv)
 
@@ -129,6 +139,14 @@ def main(argv=None):
       steps.append(res)
       gc.collect()
 
+  inner = []
+  shape, warmup, reps = plan.inner
+  for name in plan.inners:
+    r = _inner.measure(name, shape, warmup, reps)
+    inner.append(r)
+    log(f"layerwise {r.expr} {r.step.label}: inner {_report.fmt_ms(r.step.median('inner'))} ms, "
+        f"layerwise {_report.fmt_ms(r.step.median('layerwise'))} ms; ratio {r.ratio:.3f}")
+
   comps = []
   for scanned in (False, True):
     for depth in plan.depths:
@@ -145,12 +163,13 @@ def main(argv=None):
     command=shlex.join(["python", "benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)]),
     quick=args.quick, elapsed=elapsed, load=(load0, os.getloadavg()[0]), kinds=kinds, bw=bw,
     bw_bytes=plan.bw_bytes, steps=steps, comps=comps, peers=peers, variant_notes=notes,
+    inner=inner,
   )
   print("\n" + md)
   with open(args.out, "w") as f:
     f.write(md)
   with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
-    json.dump(_report.raw(bw, steps, comps, peers), f, default=float)
+    json.dump(_report.raw(bw, steps, comps, peers, inner), f, default=float)
   print(f"\nwrote {args.out} ({elapsed:.0f}s)")
 
 

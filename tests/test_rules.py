@@ -1,4 +1,4 @@
-"""The default path rule (optax_ldl/_src/rules.py): the table, layouts, refusals, n_layers."""
+"""The default path rule (optax_ldl/_src/path_rule/): the table, layouts, refusals, n_layers."""
 
 import dataclasses
 import json
@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from optax_ldl._src import rules
+from optax_ldl._src import path_rule
 from optax_ldl._src.layer_map import Placement
 
 D = 0.5
@@ -30,24 +30,24 @@ def ratios(lm, decay=D):
 def quiet_layers(tree, **kw):
   with warnings.catch_warnings():
     warnings.simplefilter("error")
-    return rules.path_layers(tree, **kw)
+    return path_rule.path_layers(tree, **kw)
 
 
 # --------------------------------------------------------------------------- the table
 
 
-@pytest.mark.parametrize("row", rules.RULES, ids=lambda r: r.example)
+@pytest.mark.parametrize("row", path_rule.RULES, ids=lambda r: r.example)
 def test_every_row_example_classifies_as_documented(row):
-  assert rules.describe_match(rules.classify(row.example)) == row.expect
-  assert row.example in rules.rule_table_markdown()
+  assert path_rule.describe_match(path_rule.classify(row.example)) == row.expect
+  assert row.example in path_rule.rule_table_markdown()
 
 
 def test_rule_table_and_error_text_come_from_the_rows():
-  table = rules.rule_table_markdown().splitlines()
-  assert len(table) == 2 + len(rules.RULES)
-  for row in rules.RULES:
+  table = path_rule.rule_table_markdown().splitlines()
+  assert len(table) == 2 + len(path_rule.RULES)
+  for row in path_rule.RULES:
     if row.kind in ("layer", "stage"):
-      assert row.shown in rules.RECOGNISED
+      assert row.shown in path_rule.RECOGNISED
 
 
 # --------------------------------------------------------------------------- Paddle parity
@@ -60,9 +60,9 @@ def test_paddle_names_give_paddles_kinds():
     name = str(name)
     if str(error):
       with pytest.raises(ValueError, match="encoder.layers"):
-        rules.classify(name)
+        path_rule.classify(name)
       continue
-    m = rules.classify(name)
+    m = path_rule.classify(name)
     exponent = {"layer": cfg["n_layers"] - (m.layer or 0), "embedding": cfg["n_layers"] + 1,
                 "other": 0}[m.kind]
     assert cfg["decay_rate"] ** exponent == pytest.approx(ratio, rel=1e-12), name
@@ -80,7 +80,7 @@ def test_paddle_trees_give_paddles_ratios(case):
 def test_adamwdl_default_12_on_paddle_names_keeps_paddles_numbers_and_warns():
   names = [str(n) for n in GOLDEN["constant/names"]]  # 3 layers
   with pytest.warns(UserWarning, match=r"n_layers=12 but the tree shows 3 layers"):
-    lm = rules.path_layers(tree_of(names), n_layers=12)
+    lm = path_rule.path_layers(tree_of(names), n_layers=12)
   assert lm.ratio("encoder.layers.2.norm1.weight", 0.8) == pytest.approx(0.8 ** 10)
   assert lm.ratio("embeddings.word_embeddings.weight", 0.8) == pytest.approx(0.8 ** 13)
   assert lm.ratio("classifier.bias", 0.8) == 1.0
@@ -89,17 +89,17 @@ def test_adamwdl_default_12_on_paddle_names_keeps_paddles_numbers_and_warns():
 def test_paddle_index_equal_to_n_layers_gets_ratio_one_with_a_warning():
   names = ["encoder.layers.0.w", "encoder.layers.12.x", "pooler.dense.weight"]
   with pytest.warns(UserWarning, match=r"n_layers=12 but the tree shows 13 layers.*ratio 1"):
-    lm = rules.path_layers(tree_of(names), n_layers=12)
+    lm = path_rule.path_layers(tree_of(names), n_layers=12)
   assert lm["encoder.layers.12.x"] == Placement("ratio", ratio=1.0)
   assert lm.ratio("encoder.layers.0.w", 0.9) == pytest.approx(0.9 ** 12)
   with pytest.raises(ValueError, match=r"'encoder.layers.13.x' is in layer 13, but n_layers=12"):
-    rules.path_layers(tree_of(["encoder.layers.13.x"]), n_layers=12)
+    path_rule.path_layers(tree_of(["encoder.layers.13.x"]), n_layers=12)
 
 
 def test_paddle_decoder_names_keep_paddles_ratio_one_but_warn():
   names = ["encoder.layers.0.w", "encoder.layers.1.w", "decoder.layers.0.w"]
   with pytest.warns(UserWarning, match=r"PaddleNLP's rule does not read.*decoder.layers.0.w"):
-    lm = rules.path_layers(tree_of(names), n_layers=2)
+    lm = path_rule.path_layers(tree_of(names), n_layers=2)
   assert lm["decoder.layers.0.w"] == Placement("head")
 
 
@@ -198,8 +198,9 @@ def test_swin_stage_leaves_between_blocks_are_refused():
   # timm Swin names as a flax tree: layers/S/blocks/B and a stage's own downsample.
   paths = [f"layers/{s}/blocks/{b}/mlp/kernel" for s in range(2) for b in range(2)]
   assert quiet_layers(tree_of(paths))["layers/1/blocks/1/mlp/kernel"].layer == 3
-  with pytest.raises(rules.LayerRuleError, match=r"(?s)outside their blocks.*layers/0/downsample"):
-    rules.path_layers(tree_of(paths + ["layers/0/downsample/norm/scale"]))
+  with pytest.raises(path_rule.LayerRuleError,
+                     match=r"(?s)outside their blocks.*layers/0/downsample"):
+    path_rule.path_layers(tree_of(paths + ["layers/0/downsample/norm/scale"]))
 
 
 def test_t5_sublayers_stay_inside_their_block():
@@ -234,9 +235,9 @@ def test_two_towers_each_get_their_depth():
   # n_layers: a dict per stack; one int for stacks of different depth is an error.
   quiet_layers(tree_of(paths), n_layers={"text_model": 2, "vision_model": 3})
   with pytest.raises(ValueError, match=r"n_layers=3 is one number.*different depths"):
-    rules.path_layers(tree_of(paths), n_layers=3)
+    path_rule.path_layers(tree_of(paths), n_layers=3)
   with pytest.raises(ValueError, match=r"gives no depth for the stack 'vision_model"):
-    rules.path_layers(tree_of(paths), n_layers={"text_model": 2})
+    path_rule.path_layers(tree_of(paths), n_layers={"text_model": 2})
 
 
 def test_flax_wmt_encoder_and_decoder():
@@ -299,7 +300,7 @@ def test_nnx_list_and_non_float_leaves():
 def test_same_result_for_arrays_and_shapes():
   params = linen_params(AutoNamed())
   real = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), params)
-  assert rules.path_layers(real) == rules.path_layers(params)
+  assert path_rule.path_layers(real) == path_rule.path_layers(params)
 
 
 # --------------------------------------------------------------------------- refusals
@@ -321,8 +322,8 @@ class SequentialHead(nn.Module):
 
 
 def test_sequential_head_beside_the_layers_is_refused():
-  with pytest.raises(rules.LayerRuleError) as err:
-    rules.path_layers(linen_params(SequentialHead()))
+  with pytest.raises(path_rule.LayerRuleError) as err:
+    path_rule.path_layers(linen_params(SequentialHead()))
   msg = str(err.value)
   assert "several candidate layer families" in msg
   assert "head/layers_0/" in msg and "head/layers_2/" in msg
@@ -335,16 +336,16 @@ def test_equinox_vit_head_mlp_is_refused():
   paths = ["patch_embedding/linear/weight", "positional_embedding", "cls_token", "norm/weight"]
   paths += [f"attention_blocks/{i}/attention/query_proj/weight" for i in range(3)]
   paths += [f"mlp/layers/{i}/weight" for i in range(2)]
-  with pytest.raises(rules.LayerRuleError, match=r"(?s)several candidate.*mlp/layers/1/weight"):
-    rules.path_layers(tree_of(paths))
+  with pytest.raises(path_rule.LayerRuleError, match=r"(?s)several candidate.*mlp/layers/1/weight"):
+    path_rule.path_layers(tree_of(paths))
 
 
 def test_one_based_numbering_is_refused():
   # keras-hub ViT: transformer_block_1..L.
   paths = ["token_embedding/embeddings"] + [f"transformer_block_{i}/dense/kernel"
                                             for i in range(1, 4)]
-  with pytest.raises(rules.LayerRuleError, match=r"(?s)no layer 0.*transformer_block_1/dense"):
-    rules.path_layers(tree_of(paths))
+  with pytest.raises(path_rule.LayerRuleError, match=r"(?s)no layer 0.*transformer_block_1/dense"):
+    path_rule.path_layers(tree_of(paths))
 
 
 def test_hybrid_vit_resnet_stages_are_refused():
@@ -352,17 +353,17 @@ def test_hybrid_vit_resnet_stages_are_refused():
   paths = ["conv_root/kernel", "gn_root/scale", "block1/unit1/conv1/kernel",
            "block2/unit1/conv1/kernel"]
   paths += [f"Transformer/encoderblock_{i}/MlpBlock_3/Dense_0/kernel" for i in range(2)]
-  with pytest.raises(rules.LayerRuleError, match=r"(?s)block1/unit1/conv1/kernel"):
-    rules.path_layers(tree_of(paths))
+  with pytest.raises(path_rule.LayerRuleError, match=r"(?s)block1/unit1/conv1/kernel"):
+    path_rule.path_layers(tree_of(paths))
 
 
 def test_unused_numbered_containers_are_refused():
   paths = ["embed/embedding", "experts/0/w", "experts/1/w"] + [
       f"layers_{i}/w" for i in range(2)]
-  with pytest.raises(rules.LayerRuleError, match=r"(?s)does not read as layers.*experts/1/w"):
-    rules.path_layers(tree_of(paths))
-  with pytest.raises(rules.LayerRuleError, match=r"(?s)'0/w'|0/w"):
-    rules.path_layers([{"w": jnp.zeros(2)}, {"w": jnp.zeros(2)}])
+  with pytest.raises(path_rule.LayerRuleError, match=r"(?s)does not read as layers.*experts/1/w"):
+    path_rule.path_layers(tree_of(paths))
+  with pytest.raises(path_rule.LayerRuleError, match=r"(?s)'0/w'|0/w"):
+    path_rule.path_layers([{"w": jnp.zeros(2)}, {"w": jnp.zeros(2)}])
 
 
 def test_no_layers_at_all_gives_heads():
@@ -376,13 +377,13 @@ def test_no_layers_at_all_gives_heads():
 def test_n_layers_larger_than_the_tree_warns_with_both_numbers():
   paths = ["embed/embedding"] + [f"layers_{i}/w" for i in range(4)]
   with pytest.warns(UserWarning, match=r"n_layers=12 but the tree shows 4 layers"):
-    lm = rules.path_layers(tree_of(paths), n_layers=12)
+    lm = path_rule.path_layers(tree_of(paths), n_layers=12)
   assert lm.ratio("layers_3/w", 0.8) == pytest.approx(0.8 ** 9)
   assert quiet_layers(tree_of(paths), n_layers=4) == quiet_layers(tree_of(paths))
   with pytest.raises(ValueError, match=r"'layers_3/w' is in layer 3, but n_layers=2"):
-    rules.path_layers(tree_of(paths), n_layers=2)
+    path_rule.path_layers(tree_of(paths), n_layers=2)
   with pytest.raises(TypeError, match="n_layers must be an int"):
-    rules.path_layers(tree_of(paths), n_layers=2.5)
+    path_rule.path_layers(tree_of(paths), n_layers=2.5)
 
 
 # --------------------------------------------------------------------------- stacked
@@ -412,7 +413,7 @@ def test_auto_stacks_nn_scan():
       D ** 3, D ** 2, D]
   assert lm.ratio("embed/embedding", D) == D ** 4 and lm["head/kernel"].kind == "head"
   with pytest.raises(ValueError, match=r"n_layers=4 but the stacked leaves.*hold 3"):
-    rules.path_layers(linen_params(ScannedModel()), n_layers=4)
+    path_rule.path_layers(linen_params(ScannedModel()), n_layers=4)
 
 
 def test_auto_stacks_nnx_vmap():
@@ -456,11 +457,11 @@ jax.tree_util.register_dataclass(Pair, data_fields=["w", "b"], meta_fields=[])
 ])
 def test_auto_never_fires_on_unstacked_layouts(tree):
   if isinstance(tree["layers"], Pair):  # a custom pytree: refused, with the fix.
-    with pytest.raises(rules.LayerRuleError,
+    with pytest.raises(path_rule.LayerRuleError,
                        match=r"(?s)custom pytree.*stacked=\{'path/prefix': axis\}.*layers/w"):
-      rules.path_layers(tree)
+      path_rule.path_layers(tree)
     return
-  lm = rules.path_layers(tree)
+  lm = path_rule.path_layers(tree)
   assert all(p.axis is None for p in lm.values())
   assert {p.kind for p in lm.values()} >= {"layer"}
 
@@ -468,9 +469,9 @@ def test_auto_never_fires_on_unstacked_layouts(tree):
 def test_auto_refuses_a_container_with_mixed_leading_lengths():
   tree = {"embed": jnp.zeros((5, 2)),
           "layers": {"attn": jnp.zeros((4, 3, 4)), "bias": jnp.zeros((12,))}}
-  with pytest.raises(rules.LayerRuleError,
+  with pytest.raises(path_rule.LayerRuleError,
                      match=r"(?s)axis-0 lengths differ.*stacked=\{'path/prefix': axis\}.*layers/"):
-    rules.path_layers(tree)
+    path_rule.path_layers(tree)
   lm = quiet_layers(tree, stacked=None)
   assert set(lm.values()) == {Placement("head"), Placement("head")}
 
@@ -484,26 +485,26 @@ def test_explicit_stacked_forms_and_errors():
   assert by_prefix["decoder/layers/kernel"] == Placement("layer", layer=0, axis=1)
   assert by_prefix.ratio("decoder_embed", D) == D ** 4
   with pytest.raises(ValueError, match=r"'decoder/layers/bias'.*axis 2.*out of range"):
-    rules.path_layers(tree, stacked={"decoder/layers": 2})
+    path_rule.path_layers(tree, stacked={"decoder/layers": 2})
   with pytest.raises(ValueError, match=r"axis 1.*length 3 is not n_layers=4"):
-    rules.path_layers(tree, stacked={"decoder/layers": 1}, n_layers=4)
+    path_rule.path_layers(tree, stacked={"decoder/layers": 1}, n_layers=4)
   with pytest.raises(TypeError, match="stacked must be"):
-    rules.path_layers(tree, stacked="yes")
+    path_rule.path_layers(tree, stacked="yes")
   with pytest.raises(TypeError, match="stacked must be"):
-    rules.path_layers(tree, stacked={"decoder": 1.5})
+    path_rule.path_layers(tree, stacked={"decoder": 1.5})
 
 
 def test_maxtext_layer_axis_1_is_not_guessed_against_n_layers():
   tree = {"decoder": {"layers": {"kernel": jnp.zeros((8, 4, 8))}}}
   with pytest.raises(ValueError, match=r"stacked=\{'path/prefix': axis\}"):
-    rules.path_layers(tree, n_layers=4)
+    path_rule.path_layers(tree, n_layers=4)
 
 
 def test_result_does_not_depend_on_a_traced_n_layers():
   tree = linen_params(ScannedModel())
-  expected = rules.path_layers(tree)
+  expected = path_rule.path_layers(tree)
   out = []
-  jax.jit(lambda n: out.append(rules.path_layers(tree, n_layers=n)) or n)(3)
+  jax.jit(lambda n: out.append(path_rule.path_layers(tree, n_layers=n)) or n)(3)
   assert out == [expected]
 
 
@@ -514,12 +515,12 @@ def test_result_does_not_depend_on_a_traced_n_layers():
                                   "params/positional_embedding", "params/transformer/wpe",
                                   "tok_emb/weight", "params/posemb", "Emb_0/embedding"])
 def test_learned_position_embeddings_are_embeddings(name):
-  assert rules.classify(name).kind == "embedding"
+  assert path_rule.classify(name).kind == "embedding"
 
 
 @pytest.mark.parametrize("name", ["params/remember/kernel", "params/embsize", "membrane/w"])
 def test_emb_only_as_a_word(name):
-  assert rules.classify(name).kind == "other"
+  assert path_rule.classify(name).kind == "other"
 
 
 def test_haiku_pos_embs_gets_the_embedding_ratio():
@@ -565,16 +566,16 @@ def test_nn_scan_body_in_a_named_container_is_a_stack_not_layer_0():
   assert lm["head/kernel"].kind == lm["final_norm/scale"].kind == "head"
   assert quiet_layers(params, stacked={"blocks": 0}) == lm  # the explicit form agrees
   # stacked=None: the caller says there are no stacks, so EncoderBlock_0 is the one layer.
-  assert rules.path_layers(params, stacked=None)[kernel] == Placement("layer", layer=0)
+  assert path_rule.path_layers(params, stacked=None)[kernel] == Placement("layer", layer=0)
 
 
 def test_nn_scan_body_in_an_unknown_container_is_refused_with_the_fix():
   params = linen_params(NamedScan(container="trunk"))
-  with pytest.raises(rules.LayerRuleError,
+  with pytest.raises(path_rule.LayerRuleError,
                      match=r"(?s)'trunk' may be an nn.scan stack.*EncoderBlock_0.*axis-0 length 3"
                            r".*stacked=\{'trunk': 0\}.*trunk/EncoderBlock_0/Dense_0/kernel"
                            r".*trace_layers"):
-    rules.path_layers(params)
+    path_rule.path_layers(params)
   lm = quiet_layers(params, stacked={"trunk": 0})
   assert lm.ratio("trunk/EncoderBlock_0/Dense_0/kernel", D, 0) == D ** 3
 
@@ -601,6 +602,6 @@ def test_scan_body_beside_numbered_layers():
   assert lm.ratio("encoder/layers_0/w", D) == D ** 2
   mixed = {"layers_0": {"w": jnp.zeros(4)}, "layers_1": {"w": jnp.zeros(4)},
            "blocks": {"Block_0": stacked}}
-  with pytest.raises(rules.LayerRuleError, match=r"(?s)several candidate layer stacks.*"
+  with pytest.raises(path_rule.LayerRuleError, match=r"(?s)several candidate layer stacks.*"
                                                  r"blocks/Block_0/b"):
-    rules.path_layers(mixed)
+    path_rule.path_layers(mixed)

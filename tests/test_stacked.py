@@ -7,9 +7,11 @@ import numpy as np
 import optax
 import pytest
 from _compat import enable_x64
-from fixtures import by_name, path_name
+from fixtures import path_name
 
 import optax_ldl
+from optax_ldl._src import path_rule
+from optax_ldl._src.layer_map import Placement
 
 L, D, VOCAB, SEQ, BATCH = 4, 8, 16, 8, 4
 STEPS = 20
@@ -189,18 +191,18 @@ def test_auto_does_not_misfire():
   params = {"embed": {"embedding": jnp.zeros((3, 2))},
             "layers": {"0": {"w": jnp.zeros((3, 3))}, "2": {"w": jnp.zeros((3, 3))}},
             "other": {"layers": {"w": jnp.zeros((5, 3))}}}
-  g = optax_ldl.LayerDecay(layerwise_decay=0.5, n_layers=3).groups(params)
-  ratios = {name: g.ratios[label] for name, label in by_name(g.labels).items()}
+  g = optax_ldl.LayerDecay(layerwise_decay=0.5, n_layers=3).plan(params)
+  ratios = {name: g.ratio(name) for name in g.labels}
   assert ratios == {"embed/embedding": 0.0625, "layers/0/w": 0.125, "layers/2/w": 0.5,
                     "other/layers/w": 1.0}
   assert {n: p.kind for n, p in g.placements.items()} == {
       "embed/embedding": "embedding", "layers/0/w": "layer", "layers/2/w": "layer",
       "other/layers/w": "head"}
   # With decay 1, every ratio is 1 whether or not a leaf is read as stacked.
-  g = optax_ldl.LayerDecay(layerwise_decay=1.0, n_layers=3).groups(
+  g = optax_ldl.LayerDecay(layerwise_decay=1.0, n_layers=3).plan(
       {"layers": {"w": jnp.zeros((3, 2))}})
-  ratio = g.ratios[g.labels["layers"]["w"]]
-  np.testing.assert_array_equal(getattr(ratio, "ratios", ratio), 1.0)
+  np.testing.assert_array_equal(g.ratio("layers/w"), 1.0)
+
 
 def test_custom_rule_sees_unrolled_names():
   seen = []
@@ -221,6 +223,32 @@ def test_custom_rule_sees_unrolled_names():
   u2, _ = tx2.update(jax.tree.map(jnp.ones_like, params), tx2.init(params))
   np.testing.assert_array_equal(u2["decoder"]["layers"]["mlp"]["kernel"],
                                 u["decoder"]["layers"]["mlp"]["kernel"])
+
+
+def test_stacked_leaf_seen_alike_by_path_rule_and_custom_rule():
+  """A leaf under ``blocks`` holding 4 layers is stacked on axis 0 for both readings.
+
+  The path rule reads the whole tree; a custom rule reads it leaf by leaf
+  (``leaf_spec``) and sees each slice under its unrolled name. A custom rule that
+  only delegates to ``layerwise_lr_decay`` gives the path rule's ratios.
+  """
+  params = {"blocks": {"w": jnp.ones((4, 2, 2))}}
+  lm = path_rule.path_layers(params, n_layers=4)
+  assert lm["blocks/w"] == Placement("layer", "", layer=0, axis=0)
+  spec = path_rule.leaf_spec("auto", "blocks/w", (4, 2, 2), 4, explicit_only=False)
+  assert spec == path_rule.StackSpec(axis=0, length=4, key_index=0)
+  assert [path_rule.unrolled_name("blocks/w", spec, i) for i in (0, 3)] == [
+      "layers_0/w", "layers_3/w"]
+
+  def rule(decay, name_dict, n_layers, param):
+    return optax_ldl.layerwise_lr_decay(decay, name_dict, n_layers, param)
+
+  grads = jax.tree.map(jnp.ones_like, params)
+  for kw in ({}, {"rule": rule}):
+    tx = optax_ldl.scale_by_layer_ratio(layerwise_decay=0.5, n_layers=4, **kw)
+    u, _ = tx.update(grads, tx.init(params))
+    np.testing.assert_allclose(u["blocks"]["w"][:, 0, 0], [0.0625, 0.125, 0.25, 0.5],
+                               err_msg=f"{kw}")
 
 
 def test_describe_shows_per_slice_ratios():

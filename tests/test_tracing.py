@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 
 from optax_ldl._src.layer_map import LayerMap, Placement
-from optax_ldl._src.tracing import trace_layers
+from optax_ldl._src.trace import trace_layers
 
 D = 0.5
 H = 8

@@ -2,134 +2,28 @@
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import jax
-import numpy as np
 import optax
 
-from optax_ldl._src import checks, layer_scale
+from optax_ldl._src import checks
+from optax_ldl._src.layer_decay import LayerDecay
+from optax_ldl._src.layerwise import layerwise
+from optax_ldl._src.tree_names import floats_only
+from optax_ldl._src.weight_decay import check_mask, decay_mask_of, weight_decay_filter
 
-DEFAULT_LEARNING_RATE = 1e-3
-DEFAULT_WEIGHT_DECAY = 0.01
-# adamwdl's layer arguments -> the LayerDecay fields they set.
-LAYER_ARGS = {
-    "layerwise_decay": "layerwise_decay", "n_layers": "n_layers",
-    "set_param_lr_fun": "rule", "name_dict": "name_dict", "stacked": "stacked",
-    "layers": "layers",
-}
-
-
-def layer_kwargs(decay: layer_scale.LayerDecay) -> dict[str, Any]:
-  """adamwdl's layer arguments that rebuild ``decay``."""
-  return {arg: getattr(decay, field) for arg, field in LAYER_ARGS.items()}
-
-
-def _is_transform(x: Any) -> bool:
-  return callable(getattr(x, "init", None)) and callable(getattr(x, "update", None))
-
-
-_NO_DECAY_LEAVES = frozenset({"bias", "b", "scale"})
-
-
-def weight_decay_filter(name: str, *, embeddings: bool = True) -> bool:
-  """The recommended ``apply_decay_param_fun``: no weight decay on biases and norms.
-
-  Reads a path name of any common layout: linen and Hugging Face Flax
-  (``LayerNorm_0/scale``, ``LayerNorm/bias``), NNX (paths ending in ``/value``),
-  Paddle and PyTorch-style dotted names (``norm1.weight``), case-insensitively.
-  Embedding tables decay when ``embeddings`` is true, as in BERT and
-  PaddleNLP's recipes; pass ``embeddings=False`` (e.g. with
-  ``functools.partial``) to exempt them.
-
-  >>> [weight_decay_filter(n) for n in (
-  ...     'layers_0/mlp/kernel', 'layers_0/mlp/bias', 'layers_0/LayerNorm_0/scale',
-  ...     'layers/0/norm/scale/value', 'encoder.layers.0.norm1.weight',
-  ...     'embeddings/word_embeddings/embedding')]
-  [True, False, False, False, False, True]
-  >>> weight_decay_filter('embeddings/word_embeddings/embedding', embeddings=False)
-  False
-
-  Args:
-    name: the parameter's path name (keys joined by ``/``), or a dotted name.
-    embeddings: whether embedding tables decay.
-
-  Returns:
-    ``True`` where weight decay applies.
-  """
-  if not isinstance(name, str):
-    raise TypeError(f"weight_decay_filter: name must be a parameter's path name (str), got "
-                    f"{name!r}")
-  keys = [k for k in re.split(r"[/.]", name.lower()) if k]
-  if keys and keys[-1] == "value":  # NNX: the variable's value under its name.
-    keys = keys[:-1]
-  if not keys or keys[-1] in _NO_DECAY_LEAVES:
-    return False
-  if any("norm" in k or k.startswith("ln") for k in keys):
-    return False
-  if any("embed" in k for k in keys) or keys[-1] in ("wte", "wpe"):
-    return embeddings
-  return True
-
-
-def decay_mask_of(
-    apply_decay_param_fun: Any, mask: Any
-) -> None | Any | Callable[[Any], Any]:
-  """The weight-decay mask for ``optax.add_decayed_weights``."""
-  if apply_decay_param_fun is not None and mask is not None:
-    raise ValueError(
-        "adamwdl: pass apply_decay_param_fun (Paddle: a function of the "
-        "parameter name) or mask (optax: a bool tree or a function of the "
-        "params), not both."
-    )
-  if apply_decay_param_fun is None:
-    return mask
-  if not callable(apply_decay_param_fun):
-    return apply_decay_param_fun  # a bool tree: optax's mask.
-
-  def decides(path, _):
-    name = layer_scale.path_name(path)
-    decision = apply_decay_param_fun(name)
-    if not isinstance(decision, (bool, np.bool_)):
-      raise TypeError(
-          f"adamwdl: apply_decay_param_fun({name!r}) returned {decision!r}; it must return "
-          "True (decay this parameter) or False. A filter that forgot its return gives None."
-      )
-    return bool(decision)
-
-  return lambda tree: jax.tree_util.tree_map_with_path(decides, tree)
-
-
-def check_mask(mask: Any, params: Any) -> None:
-  """Raises unless ``mask`` (a tree, or a function's result) fits ``params`` with bools."""
-  if mask is None:
-    return
-  source = "the weight-decay mask"
-  if callable(mask):
-    mask = mask(params)
-    source = "the weight-decay mask function's result"
-  try:
-    jax.tree.map(lambda m, _: None, mask, params)
-  except (ValueError, TypeError) as e:
-    raise ValueError(
-        f"adamwdl: {source} does not match the params: it must have the params' "
-        "structure (or a prefix of it) with bool leaves.\n"
-        f"mask:   {jax.tree.structure(mask)}\nparams: {jax.tree.structure(params)}"
-    ) from e
-  bad = [x for x in jax.tree.leaves(mask) if not isinstance(x, (bool, np.bool_))]
-  if bad:
-    raise ValueError(f"adamwdl: {source}'s leaves must be bools, got {bad[0]!r}")
+__all__ = ("adamwdl", "weight_decay_filter")
 
 
 def adamwdl(
-    learning_rate: optax.ScalarOrSchedule = DEFAULT_LEARNING_RATE,
+    learning_rate: optax.ScalarOrSchedule = 1e-3,
     b1: jax.typing.ArrayLike = 0.9,
     b2: jax.typing.ArrayLike = 0.999,
     eps: jax.typing.ArrayLike = 1e-8,
-    weight_decay: jax.typing.ArrayLike = DEFAULT_WEIGHT_DECAY,
+    weight_decay: jax.typing.ArrayLike = 1e-2,
     *,
     layerwise_decay: jax.typing.ArrayLike = 1.0,
     n_layers: Any = None,
@@ -173,7 +67,7 @@ def adamwdl(
   ...                                       'bias': jnp.zeros(2)} for i in range(2)},
   ...           'head': {'kernel': jnp.ones((2, 1))}}
   >>> tx = adamwdl(1e-3, layerwise_decay=0.5,
-  ...              apply_decay_param_fun=lambda name: not name.endswith('bias'))
+  ...              apply_decay_param_fun=weight_decay_filter)
   >>> state = tx.init(params)
   >>> grads = jax.tree.map(jnp.ones_like, params)
   >>> updates, state = tx.update(grads, state, params)
@@ -233,112 +127,77 @@ def adamwdl(
     <https://arxiv.org/abs/1711.05101>`_, 2019; Clark et al., `ELECTRA
     <https://arxiv.org/abs/2003.10555>`_, 2020.
   """
-  return build(
-      learning_rate, b1, b2, eps, weight_decay, layerwise_decay=layerwise_decay,
-      n_layers=n_layers, set_param_lr_fun=set_param_lr_fun, name_dict=name_dict,
+  owner = "adamwdl"
+  for kind, value in (("learning_rate", learning_rate), ("b1", b1), ("b2", b2), ("eps", eps),
+                      ("weight_decay", weight_decay)):
+    checks.hyperparameter(owner, kind, value)
+  checks.flag(owner, "debug_checks", debug_checks)
+  config = LayerDecay.of(None, owner, layerwise_decay=layerwise_decay, n_layers=n_layers,
+                         rule=set_param_lr_fun, name_dict=name_dict, stacked=stacked,
+                         layers=layers)
+  tx = adamw_layerwise(
+      owner, learning_rate, b1, b2, eps, weight_decay, config,
       apply_decay_param_fun=apply_decay_param_fun, mask=mask, grad_clip=grad_clip,
-      lazy_mode=lazy_mode, multi_precision=multi_precision, parameters=parameters,
-      stacked=stacked, layers=layers, debug_checks=debug_checks,
-  )
+      lazy_mode=lazy_mode, multi_precision=multi_precision, parameters=parameters)
+  if not debug_checks:
+    return tx
+  hyperparams = {"learning_rate": learning_rate, "b1": b1, "b2": b2, "eps": eps,
+                 "weight_decay": weight_decay, "layerwise_decay": layerwise_decay}
+  return _with_runtime_checks(tx, owner, hyperparams, config)
 
 
-def build(
+def _is_transform(x: Any) -> bool:
+  return callable(getattr(x, "init", None)) and callable(getattr(x, "update", None))
+
+
+def adamw_layerwise(
+    owner: str,
     learning_rate: Any,
     b1: Any,
     b2: Any,
     eps: Any,
     weight_decay: Any,
+    config: LayerDecay,
     *,
-    owner: str = "adamwdl",
-    names: Mapping[str, str] | None = None,
-    debug_checks: bool = False,
-    **kwargs: Any,
+    apply_decay_param_fun: Any,
+    mask: Any,
+    grad_clip: Any,
+    lazy_mode: Any,
+    multi_precision: Any,
+    parameters: Any,
 ) -> optax.GradientTransformationExtraArgs:
-  """:func:`adamwdl`, its errors naming ``owner`` and the arguments as ``names`` renames them.
+  """The chain behind :func:`adamwdl` and ``AdamWDL``, its numbers already checked by ``owner``.
 
-  ``names`` maps adamwdl's argument names to the caller's (``AdamWDL``:
-  ``{"b1": "beta1", "b2": "beta2", "eps": "epsilon"}``); ``kwargs`` are
-  adamwdl's keyword-only arguments.
+  ``chain(grad_clip, scale_by_adam, add_decayed_weights(mask),
+  scale_by_learning_rate)`` inside :func:`optax_ldl.layerwise`.
   """
-  unknown = sorted(set(kwargs) - set(_KEYWORDS))
-  if unknown:
-    raise TypeError(f"{owner}: unknown argument(s) {unknown}; it takes {list(_KEYWORDS)}")
-  renamed: dict[str, str] = dict(names or {})
-
-  def name(arg: str) -> str:
-    return renamed.get(arg, arg)
-
-  layerwise_decay = kwargs.get("layerwise_decay", 1.0)
-  n_layers = kwargs.get("n_layers")
-  set_param_lr_fun = kwargs.get("set_param_lr_fun")
-  name_dict = kwargs.get("name_dict")
-  apply_decay_param_fun = kwargs.get("apply_decay_param_fun")
-  mask = kwargs.get("mask")
-  grad_clip = kwargs.get("grad_clip")
-  lazy_mode = kwargs.get("lazy_mode", False)
-  multi_precision = kwargs.get("multi_precision", False)
-  parameters = kwargs.get("parameters")
-  stacked = kwargs.get("stacked", "auto")
-  layers = kwargs.get("layers")
-  if not isinstance(debug_checks, (bool, np.bool_)):
-    raise TypeError(f"{owner}: debug_checks must be True or False, got {debug_checks!r}")
-  checks.check_schedule_or_number(
-      owner, name("learning_rate"), learning_rate, "a number >= 0 or a schedule (callable)"
-  )
-  for arg, value in (("b1", b1), ("b2", b2), ("eps", eps), ("weight_decay", weight_decay)):
-    checks.check_number(owner, name(arg), value, **RANGES[arg])
   if grad_clip is not None and not _is_transform(grad_clip):
     raise TypeError(
         f"{owner}: grad_clip must be an optax transformation (with init and update), "
         f"e.g. optax_ldl.clip_grad_by_global_norm(1.0) or optax.clip_by_global_norm(1.0); "
         f"got {grad_clip!r}"
     )
-  config = layer_scale.LayerDecay(
-      layerwise_decay=layerwise_decay, n_layers=n_layers, rule=set_param_lr_fun,
-      name_dict=name_dict, stacked=stacked, layers=layers,
-  )
-  decay_mask = decay_mask_of(apply_decay_param_fun, mask)
+  decay_mask = decay_mask_of(owner, apply_decay_param_fun, mask)
   tx = optax.chain(
       *([] if grad_clip is None else [grad_clip]),
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
-      # weight_decay passed check_number: a real scalar (or an array scalar).
+      # weight_decay passed checks.hyperparameter: a real scalar (or an array scalar).
       optax.add_decayed_weights(cast(optax.ScalarOrSchedule, weight_decay), decay_mask),
       optax.scale_by_learning_rate(learning_rate),
   )
-  tx = layer_scale.layerwise(
+  return layerwise(
       tx, config, lazy_mode=lazy_mode, multi_precision=multi_precision,
-      parameters=parameters, extra_check=lambda params: check_mask(decay_mask, params),
+      parameters=parameters, extra_check=lambda params: check_mask(owner, decay_mask, params),
       owner=owner,
   )
-  if not debug_checks:
-    return tx
-  hyperparams = {name(arg): (value, RANGES[arg]) for arg, value in (
-      ("learning_rate", learning_rate), ("b1", b1), ("b2", b2), ("eps", eps),
-      ("weight_decay", weight_decay), ("layerwise_decay", layerwise_decay))}
-  return _with_runtime_checks(tx, owner, hyperparams, config)
 
 
-_KEYWORDS = ("layerwise_decay", "n_layers", "set_param_lr_fun", "name_dict",
-             "apply_decay_param_fun", "mask", "grad_clip", "lazy_mode", "multi_precision",
-             "parameters", "stacked", "layers")
-
-# The accepted range of each numeric hyperparameter (checks.check_number's keywords).
-RANGES: dict[str, dict[str, Any]] = {
-    "learning_rate": dict(low=0.0, accepted="a number >= 0 or a schedule (callable)"),
-    "b1": dict(low=0.0, high=1.0, high_open=True, accepted="a number in [0, 1)"),
-    "b2": dict(low=0.0, high=1.0, high_open=True, accepted="a number in [0, 1)"),
-    "eps": dict(low=0.0, low_open=True, accepted="a number > 0"),
-    "weight_decay": dict(low=0.0, accepted="a number >= 0"),
-    "layerwise_decay": dict(low=0.0, low_open=True, high=1.0, accepted="a number in (0, 1]"),
-}
-
-
-def _tree_depth(config: layer_scale.LayerDecay, tree: Any) -> tuple[int, bool] | None:
+def _tree_depth(config: LayerDecay, tree: Any) -> tuple[int, bool] | None:
   """(the deepest stack's depth, whether any leaf is in a layer or embedding); None: unknown."""
   try:
     with warnings.catch_warnings():
       warnings.simplefilter("ignore")
-      layer_map = config.layer_map(layer_scale.float_params(tree))
+      layer_map = config.layer_map(floats_only(tree))
   except Exception:  # noqa: BLE001 - update raises its own error for such a tree.
     return None
   if layer_map is None:  # a custom rule: the depth is the rule's business.
@@ -351,15 +210,15 @@ def _tree_depth(config: layer_scale.LayerDecay, tree: Any) -> tuple[int, bool] |
 def _with_runtime_checks(
     tx: optax.GradientTransformationExtraArgs,
     owner: str,
-    hyperparams: dict[str, tuple[Any, dict[str, Any]]],
-    config: layer_scale.LayerDecay,
+    hyperparams: dict[str, Any],
+    config: LayerDecay,
 ) -> optax.GradientTransformationExtraArgs:
   """``tx`` whose update first checks its array hyperparameters (``checkify.check``)."""
 
   def update_fn(updates, state, params=None, **extra_args):
-    for arg, (value, spec) in hyperparams.items():
+    for arg, value in hyperparams.items():
       if isinstance(value, jax.Array):
-        checks.check_number_at_run_time(owner, arg, value, **spec)
+        checks.check_number_at_run_time(owner, arg, value, **checks.RANGES[arg])
     decay, n_layers = config.layerwise_decay, config.n_layers
     known = _tree_depth(config, updates if params is None else params)
     if isinstance(n_layers, jax.Array):

@@ -272,3 +272,73 @@ def check_int_at_run_time(owner: str, arg: str, value: Any, *, minimum: int,
 def _braces(text: str) -> str:
   """``text`` with ``{`` and ``}`` doubled, for a ``str.format`` message."""
   return text.replace("{", "{{").replace("}", "}}")
+
+
+# One validator per argument of the public factories. Each takes the caller's name
+# (``adamwdl``, ``AdamWDL``, ``layerwise``, ``describe``, ``LayerDecay``) and, where the
+# caller spells the argument its own way (Paddle's ``beta1`` for optax's ``b1``), that spelling.
+
+# The accepted range of each numeric hyperparameter (check_number's keywords).
+RANGES: dict[str, dict[str, Any]] = {
+    "learning_rate": dict(low=0.0, accepted="a number >= 0 or a schedule (callable)"),
+    "b1": dict(low=0.0, high=1.0, high_open=True, accepted="a number in [0, 1)"),
+    "b2": dict(low=0.0, high=1.0, high_open=True, accepted="a number in [0, 1)"),
+    "eps": dict(low=0.0, low_open=True, accepted="a number > 0"),
+    "weight_decay": dict(low=0.0, accepted="a number >= 0"),
+    "layerwise_decay": dict(low=0.0, low_open=True, high=1.0, accepted="a number in (0, 1]"),
+}
+
+
+def hyperparameter(owner: str, kind: str, value: Any, arg: str | None = None) -> None:
+  """Checks a numeric hyperparameter of kind ``kind`` (a key of :data:`RANGES`).
+
+  ``arg`` is the name the caller gave it (default: ``kind``).
+  """
+  if kind == "learning_rate":
+    check_schedule_or_number(owner, arg or kind, value, RANGES[kind]["accepted"])
+  else:
+    check_number(owner, arg or kind, value, **RANGES[kind])
+
+
+def flag(owner: str, arg: str, value: Any) -> None:
+  """Raises unless ``value`` is ``True`` or ``False`` (a NumPy bool too)."""
+  if not isinstance(value, (bool, np.bool_)):
+    raise TypeError(f"{owner}: {arg} must be True or False, got {value!r}")
+
+
+def n_layers(owner: str, value: Any) -> None:
+  """``None``, an int ``>= 1`` (NumPy and JAX integers too), or ``{stack prefix: int >= 1}``."""
+  if value is None:
+    return
+  if isinstance(value, dict) or hasattr(value, "items"):
+    for stack, depth in value.items():
+      if not isinstance(stack, str):
+        raise TypeError(f"{owner}: n_layers keys must be stack path prefixes (str), got "
+                        f"{stack!r}")
+      check_int(owner, f"n_layers[{stack!r}]", depth, minimum=1, accepted="an int >= 1")
+    return
+  check_int(owner, "n_layers", value, minimum=1,
+            accepted="an int >= 1, a dict {stack prefix: int}, or None to read it from the tree")
+
+
+def layer_rule(owner: str, value: Any, arg: str = "set_param_lr_fun") -> None:
+  """A custom layer rule ``(decay, name_dict, n_layers, param) -> ratio``, or ``None``."""
+  if value is not None and not callable(value):
+    raise TypeError(
+        f"{owner}: {arg} must be a function (decay, name_dict, n_layers, param) -> ratio, "
+        f"or None for the path rule; got {value!r}"
+    )
+
+
+def name_dict(owner: str, value: Any) -> None:
+  """``None`` or a mapping of path names (str) to the names a rule reads (str)."""
+  if value is None:
+    return
+  if not hasattr(value, "items"):
+    raise TypeError(f"{owner}: name_dict must be a dict of path name -> name, got {value!r}")
+  bad = [(k, v) for k, v in value.items() if not isinstance(k, str) or not isinstance(v, str)]
+  if bad:
+    raise TypeError(
+        f"{owner}: name_dict must map path names (str) to names (str); the entry "
+        f"{bad[0][0]!r}: {bad[0][1]!r} is not."
+    )

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import re
+import inspect
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from optax_ldl._src import adamwdl as adamwdl_lib
-from optax_ldl._src import checks, layer_scale, wrappers
-from optax_ldl._src import stacked as stacked_lib
+from optax_ldl._src import checks
+from optax_ldl._src.adamwdl import adamwdl
+from optax_ldl._src.layer_decay import LayerDecay
 from optax_ldl._src.layer_map import Placement
+from optax_ldl._src.plan import LayerPlan
+from optax_ldl._src.tree_names import is_float, natural_key, path_name
+from optax_ldl._src.weight_decay import check_mask, decay_mask_of
 
 
 class Row(NamedTuple):
@@ -21,26 +24,31 @@ class Row(NamedTuple):
     path: the path name (keys joined by ``/``).
     shape: the shape.
     dtype: the dtype name.
-    layer: where it sits: a layer index (``"<stack>:<i>"`` with several
-      stacks), ``"embedding"``, ``"head"``, ``"ratio"`` (a fixed ratio),
+    layer: where it sits, as shown: a layer index (``"<stack>:<i>"`` with
+      several stacks), ``"embedding"``, ``"head"``, ``"ratio"`` (a fixed ratio),
       ``"stacked(axis=A)"`` (scanned layers stacked along axis ``A``), ``"-"``
       (a custom rule) or ``"int"`` (an integer leaf, never updated).
     lr_ratio: the layer-wise ratio of the learning rate; for a stacked leaf a
       tuple, the ratio of each slice along the stacked axis.
     weight_decay: whether weight decay applies.
+    placement: the :class:`optax_ldl.Placement` the plan gives it (``None``
+      under a custom rule and for integer leaves): the data behind ``layer``.
+    axis: the layer axis of a stacked leaf, else ``None``.
+    evidence: why it is placed where it is: the rule-table row and the key
+      that matched, the data-flow unit, ``name_dict``, or a custom rule
+      (``""`` where nothing is recorded); :meth:`Description.evidence` shows
+      them all.
   """
 
   path: str
   shape: tuple[int, ...]
   dtype: str
-  layer: Any
+  layer: str
   lr_ratio: float | tuple[float, ...]
   weight_decay: bool
-
-
-def natural_key(text: str) -> tuple[Any, ...]:
-  """Sorts ``layers_2`` before ``layers_10``."""
-  return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
+  placement: Placement | None = None
+  axis: int | None = None
+  evidence: str = ""
 
 
 class Description(NamedTuple):
@@ -50,16 +58,41 @@ class Description(NamedTuple):
     rows: one :class:`Row` per leaf, in natural path order.
     lr: the learning rate at ``step`` (a float), or ``None`` if unknown.
     step: the step at which ``lr`` was read.
+    schedule: whether the learning rate is a schedule (then the lr column is
+      headed ``lr@<step>`` and a note says which step it shows).
+    weight_decay_known: ``False`` when describe was given a
+      :class:`optax_ldl.LayerDecay` and no weight-decay argument: the weight
+      decay is then the wrapped optimizer's, and the column shows ``-``.
   """
 
   rows: list[Row]
   lr: float | None
   step: int
+  schedule: bool = False
+  weight_decay_known: bool = True
 
   def _lr_header(self) -> list[str]:
     if self.lr is None:
       return []
-    return ["lr" if self.step == 0 else f"lr@{self.step}"]
+    return ["lr" if self.step == 0 and not self.schedule else f"lr@{self.step}"]
+
+  def _notes(self) -> list[str]:
+    """What the table cannot say in its cells: the step of a schedule, an unknown decay."""
+    notes = []
+    if self.schedule and self.lr is not None:
+      note = f"lr@{self.step}: the learning-rate schedule at step {self.step}"
+      if self.lr == 0:
+        note += " (0 there, e.g. during warmup: describe(..., step=k) shows step k)"
+      notes.append(note)
+    if not self.weight_decay_known:
+      notes.append("weight decay: '-', the wrapped optimizer's own (describe was given a "
+                   "LayerDecay only; pass weight_decay= and mask= as the optimizer has them)")
+    return notes
+
+  def _decay_cell(self, decayed: bool) -> str:
+    if not self.weight_decay_known:
+      return "-"
+    return "yes" if decayed else "no"
 
   def _lr_cells(self, ratio: Any) -> list[str]:
     if self.lr is None:
@@ -71,17 +104,20 @@ class Description(NamedTuple):
     header = ["path", "shape", "dtype", "layer", "lr ratio", *self._lr_header(), "weight decay"]
     lines = [
         [r.path, str(r.shape), r.dtype, str(r.layer), _fmt(r.lr_ratio, ".6g"),
-         *self._lr_cells(r.lr_ratio), "yes" if r.weight_decay else "no"]
+         *self._lr_cells(r.lr_ratio), self._decay_cell(r.weight_decay)]
         for r in self.rows
     ]
     n_params = sum(int(np.prod(r.shape)) for r in self.rows)
     ratios = {x for r in self.rows if r.layer != "int"
               for x in (r.lr_ratio if isinstance(r.lr_ratio, tuple) else (r.lr_ratio,))}
     decayed = sum(r.weight_decay for r in self.rows)
-    return _table(header, lines) + (
-        f"\n{len(self.rows)} leaves, {n_params:,} parameters, {len(ratios)} distinct lr "
-        f"ratios, weight decay on {decayed} leaves"
-    )
+    decay_note = f", weight decay on {decayed} leaves" if self.weight_decay_known else ""
+    return "\n".join([
+        _table(header, lines),
+        f"{len(self.rows)} leaves, {n_params:,} parameters, {len(ratios)} distinct lr "
+        f"ratios{decay_note}",
+        *self._notes(),
+    ])
 
   def groups(self) -> list[tuple[str, list[Row]]]:
     """The rows grouped by ``Row.layer``, bottom (embeddings) to top (heads)."""
@@ -96,6 +132,12 @@ class Description(NamedTuple):
 
     return [(layer, order[layer]) for layer in sorted(order, key=rank)]
 
+  def evidence(self) -> str:
+    """One line per leaf: where it sits and why (the rule row and key, or the data-flow unit)."""
+    header = ["path", "layer", "why"]
+    lines = [[r.path, r.layer, r.evidence or "-"] for r in self.rows]
+    return _table(header, lines)
+
   def summary(self) -> str:
     """One line per layer group: leaves, parameters, lr ratio(s), lr, weight decay."""
     header = ["group", "leaves", "params", "lr ratio", *self._lr_header(), "weight decay"]
@@ -109,9 +151,9 @@ class Description(NamedTuple):
           layer, str(len(rows)), f"{sum(int(np.prod(r.shape)) for r in rows):,}",
           _fmt(ratio, ".6g") if ratio is not None else "mixed",
           *(self._lr_cells(ratio) if ratio is not None else ([] if self.lr is None else ["-"])),
-          f"{decayed}/{len(rows)}",
+          f"{decayed}/{len(rows)}" if self.weight_decay_known else "-",
       ])
-    return _table(header, lines)
+    return "\n".join([_table(header, lines), *self._notes()])
 
 
 def _table(header: list[str], lines: list[list[str]]) -> str:
@@ -126,14 +168,15 @@ def _fmt(value: Any, spec: str) -> str:
   return format(value, spec)
 
 
-def _layer_label(place: Placement | None, axis: int | None, several_stacks: bool) -> Any:
+def layer_label(place: Placement | None, axis: int | None, several_stacks: bool) -> str:
+  """How a row's place is shown: ``"3"``, ``"enc:3"``, ``"embedding"``, ``"head"``, ..."""
   if place is None:
     return "-"
   if axis is not None:
     return f"stacked(axis={axis})"
   prefix = f"{place.stack}:" if several_stacks and place.stack else ""
   if place.kind == "layer":
-    return f"{prefix}{place.layer}" if prefix else place.layer
+    return f"{prefix}{place.layer}"
   if place.kind == "embedding":
     return f"{prefix}embedding"
   return place.kind
@@ -149,19 +192,22 @@ def _lr_at(learning_rate: Any, step: int) -> float | None:
   return checks.concrete_float(learning_rate)
 
 
+
+
 def describe(
     params: Any,
-    decay: layer_scale.LayerDecay | None = None,
+    decay: LayerDecay | None = None,
     *,
     step: int = 0,
     **adamwdl_kwargs: Any,
 ) -> Description:
   """The lr ratio, layer and weight-decay decision for every parameter.
 
-  Takes the keyword arguments of :func:`optax_ldl.adamwdl` (all are checked the
-  same way, those that do not change the table too), so one configuration dict
-  serves both; or a :class:`optax_ldl.LayerDecay` and the other arguments. A
-  learning-rate schedule is read at ``step``.
+  Takes the keyword arguments of :func:`optax_ldl.adamwdl` (checked as
+  ``adamwdl`` checks them), so one configuration dict serves both; or a
+  :class:`optax_ldl.LayerDecay` and the other arguments. A learning-rate
+  schedule is read at ``step``. The layer plan is computed once, as ``init``
+  computes it, and each row carries its :class:`optax_ldl.Placement`.
 
   >>> import jax.numpy as jnp
   >>> params = {'embeddings': {'embedding': jnp.zeros((10, 4))},
@@ -198,55 +244,68 @@ def describe(
   Returns:
     A :class:`Description`: ``.rows`` as data, ``str()`` as a table.
   """
-  checks.check_int("describe", "step", step, minimum=0, accepted="an int >= 0")
-  kwargs = dict(adamwdl_kwargs)
+  owner = "describe"
+  checks.check_int(owner, "step", step, minimum=0, accepted="an int >= 0")
+  unknown = sorted(set(adamwdl_kwargs) - set(_ADAMWDL.parameters))
+  if unknown:
+    raise TypeError(f"{owner}: unknown argument(s) {unknown}; it takes adamwdl's: "
+                    f"{list(_ADAMWDL.parameters)}")
+  bound = _ADAMWDL.bind_partial(**adamwdl_kwargs)
+  bound.apply_defaults()
+  args = bound.arguments
+  for kind in ("learning_rate", "b1", "b2", "eps", "weight_decay"):
+    checks.hyperparameter(owner, kind, args[kind])
   if decay is not None:
-    if not isinstance(decay, layer_scale.LayerDecay):
-      raise TypeError(f"describe: decay must be an optax_ldl.LayerDecay, got {decay!r}")
-    repeated = sorted(set(kwargs) & set(adamwdl_lib.LAYER_ARGS))
+    if not isinstance(decay, LayerDecay):
+      raise TypeError(f"{owner}: decay must be an optax_ldl.LayerDecay, got {decay!r}")
+    repeated = sorted(set(adamwdl_kwargs) & set(_LAYER_FIELDS))
     if repeated:
-      raise TypeError(f"describe: {repeated} repeat fields of decay; pass one or the other")
-    kwargs.update(adamwdl_lib.layer_kwargs(decay))
-  adamwdl_lib.adamwdl(parameters=params, **kwargs)  # every check the optimizer makes.
-  config = layer_scale.LayerDecay(**{
-      field: kwargs[arg] for arg, field in adamwdl_lib.LAYER_ARGS.items() if arg in kwargs
-  })
-  floats = jax.tree.map(lambda p: p if wrappers.is_float(p) else None, params)
-  groups = config.groups(floats)
-  ratio_of, axis_of = {}, {}
-  for p, label in jax.tree_util.tree_leaves_with_path(groups.labels):
-    name, ratio = layer_scale.path_name(p), groups.ratios[label]
-    if isinstance(ratio, stacked_lib.StackedRatio):
-      ratio_of[name] = tuple(float(x) for x in np.asarray(ratio.ratios))
-      axis_of[name] = ratio.axis
-    else:
-      ratio_of[name] = float(ratio)
-  decay_mask = adamwdl_lib.decay_mask_of(
-      kwargs.get("apply_decay_param_fun"), kwargs.get("mask"))
+      raise TypeError(f"{owner}: {repeated} repeat fields of decay; pass one or the other")
+  config = LayerDecay.of(decay, owner, **{
+      field: args[arg] for arg, field in _LAYER_FIELDS.items() if decay is None})
+  decay_mask = decay_mask_of(owner, args["apply_decay_param_fun"], args["mask"])
+  check_mask(owner, decay_mask, params)
+  plan = config.check(params, owner)  # every check init makes, one plan.
+  decays = _decayed(params, decay_mask,
+                    checks.concrete_float(args["weight_decay"]) != 0.0)
+  rows = sorted(_rows(params, plan, decays), key=lambda r: natural_key(r.path))
+  # Given a LayerDecay alone (the configuration of layerwise(any optimizer)), the weight
+  # decay is the wrapped optimizer's: shown as unknown unless an argument says it.
+  decay_known = decay is None or bool(
+      {"weight_decay", "mask", "apply_decay_param_fun"} & set(adamwdl_kwargs))
+  return Description(rows, _lr_at(args["learning_rate"], step), step,
+                     callable(args["learning_rate"]), decay_known)
+
+
+# adamwdl's layer arguments -> the LayerDecay fields they set (describe takes adamwdl's).
+_LAYER_FIELDS = {"layerwise_decay": "layerwise_decay", "n_layers": "n_layers",
+                 "set_param_lr_fun": "rule", "name_dict": "name_dict", "stacked": "stacked",
+                 "layers": "layers"}
+_ADAMWDL = inspect.signature(adamwdl)
+
+
+def _decayed(params: Any, decay_mask: Any, wd_on: bool) -> dict[str, bool]:
+  """Path name -> whether weight decay applies to the leaf."""
   if decay_mask is None:
     decay_mask = jax.tree.map(lambda _: True, params)
   elif callable(decay_mask):
     decay_mask = decay_mask(params)
-  decays = {
-      layer_scale.path_name(p): bool(d)
-      for p, d in jax.tree_util.tree_leaves_with_path(
-          jax.tree.map(lambda m, p: jax.tree.map(lambda _: m, p), decay_mask, params)
-      )
-  }
-  wd_on = checks.concrete_float(
-      kwargs.get("weight_decay", adamwdl_lib.DEFAULT_WEIGHT_DECAY)) != 0.0
-  several = len({p.stack for p in groups.placements.values()
-                 if p is not None and p.kind in ("layer", "embedding")}) > 1
+  full = jax.tree.map(lambda m, p: jax.tree.map(lambda _: m, p), decay_mask, params)
+  return {path_name(p): bool(d) and wd_on for p, d in jax.tree_util.tree_leaves_with_path(full)}
+
+
+def _rows(params: Any, plan: LayerPlan, decays: dict[str, bool]) -> list[Row]:
+  """One :class:`Row` per leaf of ``params``, read from the plan."""
+  several = plan.several_stacks
   rows = []
   for path, p in jax.tree_util.tree_leaves_with_path(params):
-    name = layer_scale.path_name(path)
+    name = path_name(path)
     dtype = str(np.dtype(p.dtype)) if hasattr(p, "dtype") else type(p).__name__
-    if name not in ratio_of:
-      rows.append(Row(name, tuple(np.shape(p)), dtype, "int", 0.0, False))
+    shape = tuple(np.shape(p))
+    if not is_float(p) or name not in plan.labels:
+      rows.append(Row(name, shape, dtype, "int", 0.0, False))
       continue
-    layer = _layer_label(groups.placements.get(name), axis_of.get(name), several)
-    rows.append(Row(name, tuple(np.shape(p)), dtype, layer, ratio_of[name],
-                    decays[name] and wd_on))
-  rows.sort(key=lambda r: natural_key(r.path))
-  lr = _lr_at(kwargs.get("learning_rate", adamwdl_lib.DEFAULT_LEARNING_RATE), step)
-  return Description(rows, lr, step)
+    place, axis = plan.placements[name], plan.axes[name]
+    rows.append(Row(name, shape, dtype, layer_label(place, axis, several), plan.ratio(name),
+                    decays[name], place, axis, plan.evidence.get(name, "")))
+  return rows

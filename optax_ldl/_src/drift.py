@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import re
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -21,11 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from optax_ldl._src import diagnostics
+from optax_ldl._src.layer_map import Placement
+from optax_ldl._src.tree_names import is_float, path_name
 
-# ``Row.layer`` of a stacked (scanned) leaf, with an optional ``<stack>:`` prefix.
-_STACKED = re.compile(r"^(?:(?P<stack>.*):)?stacked\(axis=(?P<axis>-?\d+)\)$")
 # Groups that come after every layer, in this order.
-_TOP = ("head", "other", "-")
+_TOP = ("head", "ratio", "-")
 
 
 class GroupDrift(NamedTuple):
@@ -45,7 +44,7 @@ class GroupDrift(NamedTuple):
       and the group moved, 0 when neither).
   """
 
-  layer: Any
+  layer: int | str
   leaves: int
   params: int
   lr_ratio: float | tuple[float, ...]
@@ -104,29 +103,22 @@ def _fmt_ratio(ratio: float | tuple[float, ...]) -> str:
   return f"{ratio:.4g}"
 
 
-def _split_stack(layer: Any) -> tuple[str | None, Any]:
-  """``"enc:3"`` -> ``("enc", 3)``; ``"enc:embedding"`` -> ``("enc", "embedding")``."""
-  if isinstance(layer, str) and ":" in layer:
-    stack, inner = layer.rsplit(":", 1)
-    return stack, int(inner) if inner.isdigit() else inner
-  return None, layer
+def _group(row: diagnostics.Row, several: bool, j: int = 0) -> tuple[int | str, tuple[Any, ...]]:
+  """The group of a row (slice ``j`` of a stacked leaf) and its rank, bottom to top.
 
-
-def _order_key(layer: Any, stack_rank: dict[str | None, int]) -> tuple[Any, ...]:
-  stack, inner = _split_stack(layer)
-  if inner == "embedding":
-    return (0, stack_rank[stack], 0, 0, "")
-  if isinstance(inner, (int, np.integer)) and not isinstance(inner, bool):
-    return (0, stack_rank[stack], 1, int(inner), "")
-  top = _TOP.index(inner) if inner in _TOP else len(_TOP)
-  return (1, top, stack_rank[stack], 0, str(layer))
-
-
-def _path_names(tree: Any) -> list[str]:
-  return [
-      jax.tree_util.keystr(p, simple=True, separator="/")
-      for p, _ in jax.tree_util.tree_leaves_with_path(tree)
-  ]
+  Read from the row's placement: layer ``i`` is the group ``i`` (``"<stack>:<i>"``
+  with several stacks), a stacked leaf's slice ``j`` is layer ``layer + j``.
+  """
+  place: Placement | None = row.placement
+  if place is None or place.kind not in ("layer", "embedding"):
+    top = _TOP.index(row.layer) if row.layer in _TOP else len(_TOP)
+    return row.layer, (1, top, "", 0)
+  prefix = f"{place.stack}:" if several and place.stack else ""
+  if place.kind == "embedding":
+    return f"{prefix}embedding", (0, place.stack, 0, 0)
+  assert place.layer is not None
+  i = place.layer + j
+  return (f"{prefix}{i}" if prefix else i), (0, place.stack, 1, i)
 
 
 def layer_drift(params0: Any, params: Any, **describe_kwargs: Any) -> Drift:
@@ -170,7 +162,8 @@ def layer_drift(params0: Any, params: Any, **describe_kwargs: Any) -> Drift:
     ValueError: ``params`` and ``params0`` differ in tree structure, in the
       shape of a leaf, or in which leaves are floating-point.
   """
-  names0, names = _path_names(params0), _path_names(params)
+  names0 = [path_name(p) for p, _ in jax.tree_util.tree_leaves_with_path(params0)]
+  names = [path_name(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
   if jax.tree.structure(params0) != jax.tree.structure(params):
     only0 = [n for n in names0 if n not in set(names)]
     only1 = [n for n in names if n not in set(names0)]
@@ -187,7 +180,7 @@ def layer_drift(params0: Any, params: Any, **describe_kwargs: Any) -> Drift:
           f"layer_drift: the leaf {name!r} has shape {np.shape(a)} in params0 but "
           f"{np.shape(b)} in params; the shapes must match"
       )
-    if _is_float(a) != _is_float(b):
+    if is_float(a) != is_float(b):
       raise ValueError(
           f"layer_drift: the leaf {name!r} is {_dtype_name(a)} in params0 but "
           f"{_dtype_name(b)} in params; both must be floating-point or both not"
@@ -199,49 +192,38 @@ def layer_drift(params0: Any, params: Any, **describe_kwargs: Any) -> Drift:
     raise ValueError(f"layer_drift: describe gave no row for the leaves {missing[:5]}")
   rows = [row_of[n] for n in names0]
 
-  # Per group: [leaves, params, sum |θ0|², sum |Δθ|², ratios]
+  # Per group: [rank, leaves, params, sum |θ0|², sum |Δθ|², ratios]
   acc: dict[Any, list[Any]] = {}
-  order: list[Any] = []
 
-  def add(layer, n, sq0, sqd, ratio):
-    if layer not in acc:
-      acc[layer] = [0, 0, 0.0, 0.0, []]
-      order.append(layer)
-    entry = acc[layer]
-    entry[0] += 1
-    entry[1] += n
-    entry[2] += sq0
-    entry[3] += sqd
-    if ratio not in entry[4]:
-      entry[4].append(ratio)
+  def add(group, n, sq0, sqd, ratio):
+    key, rank = group
+    entry = acc.setdefault(key, [rank, 0, 0, 0.0, 0.0, []])
+    entry[1] += 1
+    entry[2] += n
+    entry[3] += sq0
+    entry[4] += sqd
+    if ratio not in entry[5]:
+      entry[5].append(ratio)
 
-  floats = [i for i, a in enumerate(leaves0) if _is_float(a)]
-  stacked = [_STACKED.match(rows[i].layer) if isinstance(rows[i].layer, str) else None
-             for i in floats]
-  axes = tuple(
-      None if m is None else int(m.group("axis")) % max(1, np.ndim(leaves0[i]))
-      for i, m in zip(floats, stacked)
-  )
+  several = len({r.placement.stack for r in rows if r.placement is not None
+                 and r.placement.kind in ("layer", "embedding")}) > 1
+  floats = [i for i, a in enumerate(leaves0) if is_float(a)]
+  axes = tuple(rows[i].axis for i in floats)
   sq0s, sqds = jax.device_get(
       _squared_norms([leaves0[i] for i in floats], [leaves[i] for i in floats], axes))
-  for i, m, axis, sq0, sqd in zip(floats, stacked, axes, sq0s, sqds):
+  for i, axis, sq0, sqd in zip(floats, axes, sq0s, sqds):
     row, size = rows[i], int(np.size(leaves0[i]))
-    if m is None or axis is None:
-      add(row.layer, size, float(sq0), float(sqd), row.lr_ratio)
+    if axis is None:
+      add(_group(row, several), size, float(sq0), float(sqd), row.lr_ratio)
       continue
     n_slices = np.shape(leaves0[i])[axis]
     ratios = row.lr_ratio if isinstance(row.lr_ratio, tuple) else (row.lr_ratio,) * n_slices
-    prefix = m.group("stack")
     for j in range(n_slices):
-      layer = j if prefix is None else f"{prefix}:{j}"
-      add(layer, size // n_slices, float(sq0[j]), float(sqd[j]), float(ratios[j]))
+      add(_group(row, several, j), size // n_slices, float(sq0[j]), float(sqd[j]),
+          float(ratios[j]))
 
-  stack_rank: dict[str | None, int] = {None: -1}
-  for layer in order:
-    stack_rank.setdefault(_split_stack(layer)[0], len(stack_rank))
   groups = []
-  for layer in sorted(order, key=lambda g: _order_key(g, stack_rank)):
-    leaves_n, n, sq0, sqd, ratios = acc[layer]
+  for layer, (_, leaves_n, n, sq0, sqd, ratios) in sorted(acc.items(), key=lambda kv: kv[1][0]):
     norm0, delta = math.sqrt(sq0), math.sqrt(sqd)
     if norm0 > 0:
       drift = delta / norm0
@@ -269,11 +251,6 @@ def _squared_norms(leaves0: list[Any], leaves: list[Any], axes: tuple[int | None
     sq0s.append(jnp.sum(jnp.square(x0), axis=reduce))
     sqds.append(jnp.sum(jnp.square(dx), axis=reduce))
   return sq0s, sqds
-
-
-def _is_float(x: Any) -> bool:
-  dtype = getattr(x, "dtype", None)
-  return bool(jnp.issubdtype(jnp.result_type(x) if dtype is None else dtype, jnp.inexact))
 
 
 def _dtype_name(x: Any) -> str:

@@ -23,6 +23,10 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
 KINDS = ("embedding", "layer", "head", "ratio")
 
 
@@ -51,6 +55,14 @@ class Placement:
   ratio: float | None = None
 
   def __post_init__(self):
+    # NumPy and JAX scalars are accepted wherever Python numbers are, and stored as those.
+    for field in ("layer", "axis"):
+      value = _as_int(getattr(self, field))
+      if value is not None:
+        object.__setattr__(self, field, value)
+    ratio = _as_float(self.ratio)
+    if ratio is not None:
+      object.__setattr__(self, "ratio", ratio)
     if self.kind not in KINDS:
       raise ValueError(f"Placement: kind must be one of {KINDS}, got {self.kind!r}")
     if not isinstance(self.stack, str):
@@ -95,6 +107,35 @@ def _is_int(x: Any) -> bool:
   return isinstance(x, int) and not isinstance(x, bool)
 
 
+def _as_int(x: Any) -> int | None:
+  """``x`` as a Python int when it is an integer scalar (Python, NumPy or JAX), else None."""
+  if x is None or isinstance(x, (bool, np.bool_)):
+    return None
+  if isinstance(x, (int, np.integer)):
+    return int(x)
+  if isinstance(x, jax.Array) and x.shape == () and jnp.issubdtype(x.dtype, jnp.integer):
+    try:
+      return int(x)
+    except jax.errors.ConcretizationTypeError:
+      return None
+  return None
+
+
+def _as_float(x: Any) -> float | None:
+  """``x`` as a Python float when it is a real scalar (Python, NumPy or JAX), else None."""
+  if x is None or isinstance(x, (bool, np.bool_)):
+    return None
+  if isinstance(x, (int, float, np.integer, np.floating)):
+    return float(x)
+  if isinstance(x, jax.Array) and x.shape == () and (
+      jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)):
+    try:
+      return float(x)
+    except jax.errors.ConcretizationTypeError:
+      return None
+  return None
+
+
 @dataclasses.dataclass(frozen=True)
 class LayerMap(Mapping[str, Placement]):
   """Every parameter's :class:`Placement`, and the depth of every stack.
@@ -116,16 +157,27 @@ class LayerMap(Mapping[str, Placement]):
   Attributes:
     placements: ``(path, Placement)`` pairs, sorted by path.
     depths: ``(stack, depth)`` pairs, sorted by stack: the number of layers.
+    evidence: ``(path, reason)`` pairs: why each leaf was placed where it is
+      (the rule-table row and the key that matched, or the data-flow unit), as
+      the path rule and ``trace_layers`` record it; :meth:`why` reads it. Not
+      part of the map's equality: two maps that place alike are equal.
   """
 
   placements: tuple[tuple[str, Placement], ...]
   depths: tuple[tuple[str, int], ...]
+  evidence: tuple[tuple[str, str], ...] = ()
 
   @classmethod
   def build(
-      cls, placements: Mapping[str, Placement], depths: Mapping[str, int] | None = None
+      cls,
+      placements: Mapping[str, Placement],
+      depths: Mapping[str, int] | None = None,
+      evidence: Mapping[str, str] | None = None,
   ) -> LayerMap:
-    """A map from ``{path: Placement}``; ``depths`` default to the layers present."""
+    """A map from ``{path: Placement}``; ``depths`` default to the layers present.
+
+    ``evidence``: optionally ``{path: why it is placed there}``.
+    """
     for path, place in placements.items():
       if not isinstance(path, str) or not isinstance(place, Placement):
         raise TypeError(
@@ -139,6 +191,9 @@ class LayerMap(Mapping[str, Placement]):
           assert place.layer is not None
           found[place.stack] = max(found.get(place.stack, 0), place.layer + 1)
       depths = found
+    given: dict[str, Any] = dict(depths)
+    depths = {stack: d if (d := _as_int(depth)) is not None else depth
+              for stack, depth in given.items()}
     for stack, depth in depths.items():
       if not isinstance(stack, str) or not _is_int(depth) or depth < 1:
         raise ValueError(
@@ -158,7 +213,13 @@ class LayerMap(Mapping[str, Placement]):
               f"LayerMap: {path!r} is layer {place.layer} of stack {place.stack!r}, "
               f"whose depth is {depths[place.stack]} (layers 0..{depths[place.stack] - 1})"
           )
-    return cls(tuple(sorted(placements.items())), tuple(sorted(depths.items())))
+    notes = {} if evidence is None else dict(evidence)
+    for path, why in notes.items():
+      if path not in placements or not isinstance(why, str):
+        raise TypeError(f"LayerMap: evidence must map placed paths to str, got {path!r}: "
+                        f"{why!r}")
+    return cls(tuple(sorted(placements.items())), tuple(sorted(depths.items())),
+               tuple(sorted(notes.items())))
 
   # Mapping interface.
   def __getitem__(self, path: str) -> Placement:
@@ -187,11 +248,18 @@ class LayerMap(Mapping[str, Placement]):
     return index
 
   def __getstate__(self) -> dict[str, Any]:
-    return {"placements": self.placements, "depths": self.depths}
+    return {"placements": self.placements, "depths": self.depths, "evidence": self.evidence}
 
   def __setstate__(self, state: dict[str, Any]) -> None:
     object.__setattr__(self, "placements", state["placements"])
     object.__setattr__(self, "depths", state["depths"])
+    object.__setattr__(self, "evidence", state.get("evidence", ()))
+
+  def why(self, path: str) -> str:
+    """Why ``path`` is placed where it is (``""`` when the map records no evidence)."""
+    if path not in self:
+      raise KeyError(path)
+    return dict(self.evidence).get(path, "")
 
   def depth(self, stack: str = "") -> int:
     """The number of layers of ``stack``."""
@@ -240,6 +308,7 @@ class LayerMap(Mapping[str, Placement]):
             for path, place in self.placements
         },
         "depths": dict(self.depths),
+        **({"evidence": dict(self.evidence)} if self.evidence else {}),
     }, indent=1, sort_keys=True)
 
   @classmethod
@@ -249,4 +318,5 @@ class LayerMap(Mapping[str, Placement]):
     return cls.build(
         {path: Placement(**fields) for path, fields in data["placements"].items()},
         data["depths"],
+        data.get("evidence"),
     )

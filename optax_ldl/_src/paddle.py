@@ -8,20 +8,22 @@ this package.
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import jax
 import jax.core  # jax.core.Tracer: jax imports it, but type checkers need it named.
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from optax_ldl._src import adamwdl as adamwdl_lib
-from optax_ldl._src import checks, clipping, rules
+from optax_ldl._src import checks, clipping
+from optax_ldl._src.adamwdl import adamw_layerwise
+from optax_ldl._src.custom_rule import Param, call_rule, layerwise_lr_decay
+from optax_ldl._src.layer_decay import LayerDecay
 from optax_ldl._src.schedules import inverse_sqrt_schedule
+
+__all__ = ("AdamWDL", "ClipGradByGlobalNorm", "ClipGradByNorm", "ClipGradByValue",
+           "InverseSquareRootSchedule", "Param", "call_rule", "layerwise_lr_decay")
 
 
 class InverseSquareRootSchedule:
@@ -151,167 +153,6 @@ def ClipGradByValue(  # noqa: N802
   return clipping.clip_grad_by_value(max, min)
 
 
-@dataclasses.dataclass
-class Param:
-  """What a layer rule is given about one parameter (Paddle's ``Parameter``).
-
-  Rules read ``param.name`` and return the ratio; rules written for older
-  PaddleNLP that multiply ``param.optimize_attr["learning_rate"]`` and return
-  ``None`` work too.
-
-  Attributes:
-    name: the parameter's path name, keys joined by ``/`` (or its
-      ``name_dict`` entry).
-    path: the JAX key path.
-    shape: the parameter's shape.
-    dtype: the parameter's dtype.
-    optimize_attr: ``{"learning_rate": 1.0}``, for Paddle-style rules to scale.
-  """
-
-  name: str
-  path: tuple[Any, ...] = ()
-  shape: tuple[int, ...] = ()
-  dtype: Any = None
-  optimize_attr: dict[str, Any] = dataclasses.field(
-      default_factory=lambda: {"learning_rate": 1.0}
-  )
-
-
-def _param_name(param: Any) -> str:
-  """The name of ``param``: a string, a JAX key path, or an object's ``.name``."""
-  if isinstance(param, str):
-    return param
-  if isinstance(param, tuple):
-    return jax.tree_util.keystr(param, simple=True, separator="/")
-  name = getattr(param, "name", None)
-  if not isinstance(name, str):
-    raise TypeError(
-        "param must be a name (str), a JAX key path (tuple) or an object with "
-        f"a str .name (like optax_ldl.Param), got {param!r}"
-    )
-  return name
-
-
-def layerwise_lr_decay(
-    decay_rate: Any,
-    name_dict: Mapping[str, str] | None,
-    n_layers: Any,
-    param: Any,
-) -> Any:
-  r"""PaddleNLP's layer-wise lr decay rule: the lr ratio of one parameter.
-
-  With ``n_layers`` transformer layers numbered ``0 .. n_layers-1``:
-
-  .. math::
-
-    r = \begin{cases}
-      \alpha^{L - i} & \text{parameter in layer } i \\
-      \alpha^{L + 1} & \text{embedding} \\
-      1 & \text{otherwise (pooler, head, final norm)}
-    \end{cases}
-
-  so the top layer gets :math:`\alpha` (not 1) and the embeddings the smallest
-  ratio. Paddle static names (``encoder.layers.N``, ``embedding``) get exactly
-  Paddle's result; JAX path names get the path rule (:func:`optax_ldl.classify`).
-  Passed as ``set_param_lr_fun`` (``AdamWDL``'s default), the whole tree is
-  placed by the path rule, which also sees nesting and stacks.
-
-  Like Paddle's function (PaddleNLP 2.8) it returns the ratio; it does not
-  touch ``param.optimize_attr``.
-
-  >>> round(layerwise_lr_decay(0.9, None, 12, 'encoder.layers.11.linear1.weight'), 6)
-  0.9
-  >>> round(layerwise_lr_decay(0.9, None, 12, 'params/embeddings/word_embeddings/embedding'), 6)
-  0.254187
-  >>> layerwise_lr_decay(0.9, None, 12, 'params/classifier/kernel')
-  1.0
-
-  Args:
-    decay_rate: the layer-wise decay :math:`\alpha`, in ``(0, 1]``.
-    name_dict: maps the parameter's name to the name the rule reads (Paddle's
-      dynamic-to-static names), or ``None`` to read the name itself.
-    n_layers: the number of transformer layers :math:`L`.
-    param: a name, a JAX key path, or an object with ``.name`` (e.g.
-      :class:`optax_ldl.Param`).
-
-  Returns:
-    The ratio (a float, or a JAX scalar if ``decay_rate`` is one).
-
-  References:
-    Yang et al., `XLNet <https://arxiv.org/abs/1906.08237>`_, 2019;
-    Clark et al., `ELECTRA <https://arxiv.org/abs/2003.10555>`_, 2020.
-  """
-  name = _param_name(param)
-  match = rules.classify(rules.static_name("layerwise_lr_decay", name_dict, name))
-  if match.kind == "layer":
-    if match.layer is None:
-      raise ValueError(
-          f"parameter {name!r} is in a nested numbered block {match.indices}; its layer "
-          "depends on the whole tree. Use the default rule (set_param_lr_fun=None), which "
-          "numbers nested blocks straight through, or layers=optax_ldl.trace_layers(...)."
-      )
-    if not isinstance(n_layers, jax.core.Tracer) and match.layer > int(n_layers):
-      raise ValueError(
-          f"parameter {name!r} is in layer {match.layer}, but n_layers={int(n_layers)} is "
-          "smaller, which would give it a ratio above 1 (layers are numbered from 0); pass "
-          f"n_layers >= {match.layer + 1}."
-      )
-    return decay_rate ** (n_layers - match.layer)
-  if match.kind == "embedding":
-    return decay_rate ** (n_layers + 1)
-  return 1.0
-
-
-def call_rule(rule: Callable[..., Any], decay: Any, name_dict: Any, n_layers: Any,
-              param: Param) -> Any:
-  """``rule(decay, name_dict, n_layers, param)``, its result checked.
-
-  A rule that returns ``None`` is a Paddle-style rule that scaled
-  ``param.optimize_attr["learning_rate"]``: that value is the ratio.
-  """
-  try:
-    inspect.signature(rule).bind(decay, name_dict, n_layers, param)
-  except TypeError:
-    raise TypeError(
-        f"set_param_lr_fun must take (decay, name_dict, n_layers, param), as PaddleNLP's "
-        f"layerwise_lr_decay does; {rule!r} cannot be called that way. Pass the unbound "
-        "function (not a functools.partial with arguments already bound: AdamWDL binds "
-        "layerwise_decay, name_dict and n_layers itself)."
-    ) from None
-  except ValueError:  # no signature (a builtin): let the call decide.
-    pass
-  ratio = rule(decay, name_dict, n_layers, param)
-  if ratio is None:
-    ratio = param.optimize_attr["learning_rate"]
-  if isinstance(ratio, (str, bytes, bool)) or not (
-      isinstance(ratio, (int, float, np.number, np.ndarray, jax.Array))
-  ):
-    raise TypeError(
-        f"set_param_lr_fun returned {ratio!r} for parameter {param.name!r}; a ratio must "
-        "be a finite real number >= 0 (or None after scaling param.optimize_attr)."
-    )
-  if not isinstance(ratio, jax.core.Tracer):
-    value = np.asarray(ratio)
-    if (value.shape != () or np.iscomplexobj(value) or not np.isfinite(value)
-        or value < 0):
-      raise ValueError(
-          f"set_param_lr_fun returned {ratio!r} for parameter {param.name!r}; a ratio "
-          "must be a finite real scalar >= 0."
-      )
-  return ratio
-
-
-# adamwdl's argument names -> AdamWDL's (Paddle's), for errors that name what the caller wrote.
-_PADDLE_NAMES = {"b1": "beta1", "b2": "beta2", "eps": "epsilon"}
-
-# AdamWDL's arguments, in Paddle's order.
-_ADAMWDL_ARGS = (
-    "learning_rate", "beta1", "beta2", "epsilon", "parameters", "weight_decay",
-    "apply_decay_param_fun", "grad_clip", "lazy_mode", "multi_precision", "layerwise_decay",
-    "n_layers", "set_param_lr_fun", "name_dict", "name",
-)
-
-
 @jax.tree_util.register_static
 class AdamWDL(optax.GradientTransformationExtraArgs):
   """PaddleNLP's ``AdamWDL`` constructor: Paddle's arguments, an Optax transformation.
@@ -355,27 +196,25 @@ class AdamWDL(optax.GradientTransformationExtraArgs):
       name_dict: Mapping[str, str] | None = None,
       name: str | None = None,
   ):
-    given = locals()
-    arguments = {arg: given[arg] for arg in _ADAMWDL_ARGS}
-    tx = adamwdl_lib.build(
-        arguments["learning_rate"],
-        arguments["beta1"],
-        arguments["beta2"],
-        arguments["epsilon"],
-        arguments["weight_decay"],
-        owner="AdamWDL",
-        names=_PADDLE_NAMES,
-        layerwise_decay=arguments["layerwise_decay"],
-        n_layers=arguments["n_layers"],
-        set_param_lr_fun=arguments["set_param_lr_fun"],
-        name_dict=arguments["name_dict"],
-        apply_decay_param_fun=arguments["apply_decay_param_fun"],
-        grad_clip=arguments["grad_clip"],
-        lazy_mode=arguments["lazy_mode"],
-        multi_precision=arguments["multi_precision"],
-        parameters=arguments["parameters"],
-    )
+    owner = "AdamWDL"
+    for kind, arg, value in (("learning_rate", "learning_rate", learning_rate),
+                             ("b1", "beta1", beta1), ("b2", "beta2", beta2),
+                             ("eps", "epsilon", epsilon), ("weight_decay", "weight_decay",
+                                                           weight_decay)):
+      checks.hyperparameter(owner, kind, value, arg)
+    config = LayerDecay.of(None, owner, layerwise_decay=layerwise_decay, n_layers=n_layers,
+                           rule=set_param_lr_fun, name_dict=name_dict)
+    tx = adamw_layerwise(
+        owner, learning_rate, beta1, beta2, epsilon, weight_decay, config,
+        apply_decay_param_fun=apply_decay_param_fun, mask=None, grad_clip=grad_clip,
+        lazy_mode=lazy_mode, multi_precision=multi_precision, parameters=parameters)
     self = super().__new__(cls, tx.init, tx.update)
+    arguments = dict(
+        learning_rate=learning_rate, beta1=beta1, beta2=beta2, epsilon=epsilon,
+        parameters=parameters, weight_decay=weight_decay,
+        apply_decay_param_fun=apply_decay_param_fun, grad_clip=grad_clip, lazy_mode=lazy_mode,
+        multi_precision=multi_precision, layerwise_decay=layerwise_decay, n_layers=n_layers,
+        set_param_lr_fun=set_param_lr_fun, name_dict=name_dict, name=name)
     object.__setattr__(self, "_arguments", arguments)
     return self
 

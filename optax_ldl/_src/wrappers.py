@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optax_ldl._src.tree_names import is_float
+
 LOW_PRECISION = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
 # Names optax gives the per-parameter moments in its states (scale_by_adam's mu/nu,
 # scale_by_lion's mu, trace's trace, ...): lazy_rows keeps their untouched rows.
@@ -168,9 +170,10 @@ def master_weights(inner: optax.GradientTransformation) -> optax.GradientTransfo
 
   ``inner`` sees float32 params (the master copy), float32 gradients and keeps
   float32 state (its moments cannot overflow in float16), so its trajectory is
-  the float32 run's. The update of a half-precision leaf has the leaf's dtype
-  (as ``optax.apply_if_finite`` and ``optax.MultiSteps`` require) and is the
-  master rounded to that dtype minus the param: ``optax.apply_updates`` gives
+  the float32 run's. The update of a half-precision leaf has the incoming
+  update's dtype (as optax does, and ``optax.apply_if_finite`` and
+  ``optax.MultiSteps`` require) and is the master rounded to the leaf's dtype
+  minus the param: ``optax.apply_updates`` gives
   exactly the rounded master whenever that difference is representable, which
   it is unless one step moves a value by more than its own magnitude (then
   within one unit in the last place); the master itself stays exact.
@@ -213,21 +216,18 @@ def master_weights(inner: optax.GradientTransformation) -> optax.GradientTransfo
         lambda p, m, u: m + u if is_low_precision(p) else optax.MaskedNode(),
         params, state.master, new_updates,
     )
+    # The update of a half-precision leaf is the rounded master minus the param, in the
+    # dtype of the incoming update (as optax.apply_if_finite's rejected branch returns).
     new_updates = jax.tree.map(
-        lambda p, m, u: (
-            (m.astype(p.dtype).astype(jnp.float32) - p.astype(jnp.float32)).astype(p.dtype)
+        lambda p, m, u, g: (
+            (m.astype(p.dtype).astype(jnp.float32) - p.astype(jnp.float32)).astype(g.dtype)
             if is_low_precision(p) else u
         ),
-        params, master, new_updates,
+        params, master, new_updates, updates,
     )
     return new_updates, MasterWeightsState(master, inner_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def is_float(x: Any) -> bool:
-  dtype = getattr(x, "dtype", None)
-  return jnp.issubdtype(jnp.result_type(x) if dtype is None else dtype, jnp.inexact)
 
 
 def float_leaves_only(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
