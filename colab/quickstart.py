@@ -137,9 +137,9 @@ print(optax_ldl.describe(params, learning_rate=PEAK_LR, **config))
 
 # %%
 def ratios(decay):
-  """Row.layer -> lr ratio (the head's group is "other" or "head", whichever describe uses)."""
+  """Group -> lr ratio: layer i as the int i, then "embedding" and "head"."""
   rows = optax_ldl.describe(params, **{**config, "layerwise_decay": decay}).rows
-  return {("head" if row.layer in ("other", "head") else row.layer): row.lr_ratio
+  return {(int(row.layer) if row.layer.isdigit() else row.layer): row.lr_ratio
           for row in rows}
 
 
