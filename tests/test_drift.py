@@ -133,3 +133,16 @@ def test_mismatched_dtype_kind():
 def test_describe_arguments_are_checked():
   with pytest.raises(TypeError, match="n_layer"):
     layer_drift(_tree(), _tree(), n_layer=2)
+
+
+def test_two_stacks_are_grouped_per_stack():
+  p0 = {"encoder": {"embed": jnp.ones(2), **{f"layers_{i}": {"w": jnp.ones(2)} for i in range(2)}},
+        "decoder": {"embed": jnp.ones(2), **{f"layers_{i}": {"w": jnp.ones(2)} for i in range(3)}},
+        "head": jnp.ones(2)}
+  p1 = {**p0, "head": 2 * p0["head"]}
+  drift = layer_drift(p0, p1, layerwise_decay=0.5)
+  # Each stack's embedding, then its layers, named "<stack>:<group>"; the head moved by 1.
+  assert [g.layer for g in drift] == [
+      "decoder/layers:embedding", "decoder/layers:0", "decoder/layers:1", "decoder/layers:2",
+      "encoder/layers:embedding", "encoder/layers:0", "encoder/layers:1", "head"]
+  assert drift["head"].drift == 1.0 and drift["encoder/layers:1"].drift == 0.0

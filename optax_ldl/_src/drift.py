@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optax_ldl._src import diagnostics
-from optax_ldl._src.layer_map import Placement
+from optax_ldl._src.layer_map import Placement, several_stacks
 from optax_ldl._src.tree_names import is_float, path_name
 
 # Groups that come after every layer, in this order.
@@ -113,12 +113,12 @@ def _group(row: diagnostics.Row, several: bool, j: int = 0) -> tuple[int | str, 
   if place is None or place.kind not in ("layer", "embedding"):
     top = _TOP.index(row.layer) if row.layer in _TOP else len(_TOP)
     return row.layer, (1, top, "", 0)
-  prefix = f"{place.stack}:" if several and place.stack else ""
   if place.kind == "embedding":
-    return f"{prefix}embedding", (0, place.stack, 0, 0)
+    return diagnostics.layer_label(place, None, several), (0, place.stack, 0, 0)
   assert place.layer is not None
   i = place.layer + j
-  return (f"{prefix}{i}" if prefix else i), (0, place.stack, 1, i)
+  shown = diagnostics.layer_label(Placement("layer", place.stack, i), None, several)
+  return (int(shown) if shown.isdigit() else shown), (0, place.stack, 1, i)
 
 
 def layer_drift(params0: Any, params: Any, **describe_kwargs: Any) -> Drift:
@@ -205,8 +205,7 @@ def layer_drift(params0: Any, params: Any, **describe_kwargs: Any) -> Drift:
     if ratio not in entry[5]:
       entry[5].append(ratio)
 
-  several = len({r.placement.stack for r in rows if r.placement is not None
-                 and r.placement.kind in ("layer", "embedding")}) > 1
+  several = several_stacks(r.placement for r in rows)
   floats = [i for i, a in enumerate(leaves0) if is_float(a)]
   axes = tuple(rows[i].axis for i in floats)
   sq0s, sqds = jax.device_get(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import jax
@@ -101,6 +101,12 @@ class Placement:
     if self.kind == "ratio":
       return f"ratio {self.ratio:g}"
     return "head"
+
+
+def several_stacks(placements: Iterable[Placement | None]) -> bool:
+  """Whether the layers and embeddings among ``placements`` belong to more than one stack."""
+  return len({p.stack for p in placements
+              if p is not None and p.kind in ("layer", "embedding")}) > 1
 
 
 def _is_int(x: Any) -> bool:

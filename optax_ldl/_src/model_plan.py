@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from optax_ldl._src import checks
 from optax_ldl._src import path_rule as rules
+from optax_ldl._src.layer_decay import validate
 from optax_ldl._src.layer_map import LayerMap
 from optax_ldl._src.tree_names import floats_only, masked_names
 
@@ -58,9 +58,7 @@ def path_layers(
     optax_ldl.LayerRuleError: a leaf the rule cannot place, with the fixes.
   """
   owner = "path_layers"
-  checks.n_layers(owner, n_layers)
-  checks.name_dict(owner, name_dict)
-  rules.check_stacked_arg(owner, stacked)
+  validate(owner, n_layers=n_layers, name_dict=name_dict, stacked=stacked)
   hidden = masked_names(params)
   if hidden:
     raise ValueError(

@@ -15,7 +15,7 @@ import numpy as np
 
 from optax_ldl._src import checks
 from optax_ldl._src import stacked_ratio as stacks
-from optax_ldl._src.layer_map import LayerMap, Placement
+from optax_ldl._src.layer_map import LayerMap, Placement, several_stacks
 from optax_ldl._src.tree_names import names_and_leaves, path_name
 
 
@@ -53,8 +53,7 @@ class LayerPlan(NamedTuple):
 
   @property
   def several_stacks(self) -> bool:
-    return len({p.stack for p in self.placements.values()
-                if p is not None and p.kind in ("layer", "embedding")}) > 1
+    return several_stacks(self.placements.values())
 
 
 def is_one(ratio: Any) -> bool:
