@@ -18,7 +18,11 @@
 # **Runtime: under 15 minutes on 2 CPU cores** (the full experiment: 40 fine-tuning runs;
 # the recorded run took 25 minutes of wall time on 2 cores shared with other jobs, about 10
 # minutes of CPU time); a few minutes on a Colab GPU. With `OPTAX_LDL_NB_SMALL=1` (what CI
-# runs) it takes a minute or two and its numbers mean nothing.
+# runs) it takes a few minutes (4.8 measured on 2 busy cores) and its numbers mean nothing.
+#
+# **The outputs stored in this notebook are from that small setting** (2 seeds, 2 to 4 steps
+# a run): they show what the notebook prints and plots, not results. The full run's results
+# are at the end of this notebook and on the docs' results page.
 #
 # Does layer-wise decay help, and does it do what it says (lower layers move less)? This
 # notebook measures both, with no network at run time:
@@ -37,8 +41,9 @@
 #   every decay: mean ± std of test accuracy and loss, and the relative drift
 #   ‖θ − θ₀‖ / ‖θ₀‖ of every layer from its pretrained value.
 #
-# The experiment loop lives in `colab/minilm.py`; `python -m colab.minilm --out
-# docs/results/minilm.md` runs the same experiment and writes the table of the docs.
+# The experiment loop lives in `colab/minilm.py`; `python -m colab.minilm --out minilm.md`
+# runs the same experiment at a fixed learning rate. The docs' results page compares the
+# decays against AdamW with its learning rate tuned (`python -m colab.results`).
 
 # %%
 # Installs the packages in Colab only; elsewhere (a local Jupyter, CI) it uses what
@@ -64,7 +69,7 @@ else:
   print("Not in Colab: using the installed packages.")
 
 # OPTAX_LDL_NB_SMALL=1 (set by tests/test_notebooks.py) shrinks data, steps and seeds so the
-# notebook runs in about a minute on a CPU; unset, you get the full experiment.
+# notebook runs in a few minutes on a CPU; unset, you get the full experiment.
 SMALL = os.environ.get("OPTAX_LDL_NB_SMALL", "0") == "1"
 print("SMALL =", SMALL)
 
@@ -78,6 +83,7 @@ import minilm  # colab/minilm.py: the Flax BERT, the data and the experiment loo
 
 import optax_ldl
 
+plt.rcParams["figure.dpi"] = 72  # keeps the figures stored in the notebook small
 print("jax", jax.__version__, "| optax_ldl", optax_ldl.__version__, "| devices:", jax.devices())
 
 # %% [markdown]

@@ -1,11 +1,12 @@
 """MiniLM (a 6-layer BERT) in Flax, its pretrained weights, the VADER word task, and the
 layer-wise decay experiment of ``finetune_minilm.ipynb``.
 
-The notebook imports this module (it runs in ``colab/``); the command line regenerates the
-results table of the docs:
+The notebook imports this module (it runs in ``colab/``); the command line runs the
+fixed-lr experiment (the docs' results page, against AdamW with a tuned learning rate, comes
+from ``python -m colab.results --out docs/results``):
 
-    python -m colab.minilm --out docs/results/minilm.md          # full: ~15 min on 2 CPU cores
-    python -m colab.minilm --small --out /tmp/minilm_small.md    # seconds: a smoke test
+    python -m colab.minilm --out minilm.md                       # full: ~15 min on 2 CPU cores
+    python -m colab.minilm --small --out minilm_small.md        # seconds: a smoke test
 
 It prints a line per phase and run on stderr, with the seconds since the start (``--quiet``:
 none); the table goes to stdout.

@@ -10,7 +10,7 @@
 # ---
 
 # %% [markdown]
-# # optax_ldl quickstart: AdamW with layer-wise learning-rate decay
+# # optax_ldl quickstart: fine-tune a pretrained transformer with layer-wise lr decay
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/optax-ldl/optax_ldl/blob/main/colab/quickstart.ipynb)
 #
@@ -19,14 +19,25 @@
 # layer, `decay ** (n_layers - i)` for layer `i`, `decay ** (n_layers + 1)` for the
 # embeddings and `1` for everything else (head, final norm). Lower layers move less.
 #
-# This notebook builds `adamwdl` for a small Flax transformer, prints what it will do to
-# every parameter with `optax_ldl.describe`, plots the per-layer learning rates and the
-# inverse-square-root schedule, and trains the model for a short while. Runtime: about a
-# minute on a CPU.
+# Layer-wise decay is a *fine-tuning* method: the lower layers of a pretrained model hold its
+# most general features, so they get the smallest learning rate. This notebook therefore
+# uses the setting of `python -m optax_ldl.demo` (nothing is downloaded):
+#
+# 1. **pretrain** a small transformer on a token-tagging *source* task;
+# 2. show what `adamwdl` will do to each of its parameters (`describe`) and plot the
+#    per-layer learning rates;
+# 3. **fine-tune** it on a few samples of a *target* task with a new head, with
+#    `layerwise_decay` 1.0 (plain AdamW), 0.9, 0.75 and 0.6, three seeds each, and plot the
+#    accuracy, how much of the source skill survives, and how far each layer moved.
+#
+# **Runtime**, measured on 2 CPU cores shared with other jobs (an idle machine is faster):
+# 3.4 minutes for the full run (what Colab runs; the stored outputs are from it), 1 minute
+# with `OPTAX_LDL_NB_SMALL=1` (what CI runs: 2 layers, 2 seeds, 20 steps, numbers that mean
+# nothing).
 
 # %%
 # Installs the packages in Colab only; elsewhere (a local Jupyter, CI) it uses what
-# `pip install "optax_ldl[notebooks]"` installed, and touches nothing.
+# `pip install ".[notebooks]"` installed, and touches nothing.
 import os
 import subprocess
 import sys
@@ -34,206 +45,272 @@ import sys
 REPO_URL = "https://github.com/optax-ldl/optax_ldl"  # working from a fork? change this line
 IN_COLAB = "google.colab" in sys.modules
 if IN_COLAB:
-  packages = [f"git+{REPO_URL}", "tqdm", "matplotlib"]
+  packages = [f"optax_ldl[demo] @ git+{REPO_URL}", "matplotlib"]
   subprocess.run([sys.executable, "-m", "pip", "install", "-q", *packages], check=True)
 else:
   print("Not in Colab: using the installed packages.")
 
-# OPTAX_LDL_NB_SMALL=1 (set by tests/test_notebooks.py) shrinks data and steps so the
-# notebook runs in seconds on a CPU; unset, you get the full run.
+# OPTAX_LDL_NB_SMALL=1 (set by tests/test_notebooks.py) shrinks the model, the data and the
+# steps so the notebook runs in seconds on a CPU; unset, you get the full run.
 SMALL = os.environ.get("OPTAX_LDL_NB_SMALL", "0") == "1"
 print("SMALL =", SMALL)
 
 # %%
+import time
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 import optax_ldl
+from optax_ldl import demo
 
+plt.rcParams["figure.dpi"] = 72  # keeps the figures stored in the notebook small
 print("jax", jax.__version__, "| optax", optax.__version__, "| optax_ldl", optax_ldl.__version__)
 print("devices:", jax.devices())
 
 # %% [markdown]
-# ## A small transformer
+# ## 1. Pretrain
 #
-# A causal transformer language model. Its blocks are named `layers_0`, `layers_1`, ...
-# and its embeddings `tok_embed` / `pos_embed`: the default layer rule of `adamwdl`
-# recognises these names (the docs' "layer rule" page lists all the names it reads).
+# `demo.Model` is a pre-norm transformer: embeddings `word_embeddings` and
+# `position_embeddings`, blocks `layers_0`, `layers_1`, ..., a final norm and two heads. Its
+# source task: every token has a hidden colour, and the first token of a sequence (the
+# *dialect*) shifts all colours by 2; the model tags each token with its colour in context,
+# which needs attention (the dialect sits at position 0) and work in the lower layers.
+# `demo.pretrain` trains it with AdamW for `pretrain_steps` steps.
 
 # %%
-VOCAB, SEQ_LEN, D_MODEL, N_HEADS, N_LAYERS = 32, 24, 64, 4, 4
-STEPS = 60 if SMALL else 600
-BATCH = 32 if SMALL else 128
+DECAYS = (1.0, 0.9, 0.75, 0.6)
+args = demo.parse_args(["--decays", ",".join(map(str, DECAYS))]
+                       + (["--small"] if SMALL else ["--seeds", "3"]))
+print({k: v for k, v in vars(args).items() if k not in ("small", "quiet")})
+
+start = time.perf_counter()
+model = demo.Model(n_layers=args.layers, width=args.width, heads=args.heads)
+pretrained, seconds = demo.pretrain(args, model)
+source_x, source_y = demo.source_data(args.eval_samples, seed=2)
+target_x, target_y = demo.target_data(args.eval_samples, seed=3)
 
 
-class Block(nn.Module):
-  d_model: int
-  n_heads: int
-
-  @nn.compact
-  def __call__(self, x):
-    mask = nn.make_causal_mask(jnp.ones(x.shape[:2]))
-    h = nn.LayerNorm(name="ln_attn")(x)
-    x = x + nn.MultiHeadDotProductAttention(self.n_heads, name="attn")(h, h, mask=mask)
-    h = nn.LayerNorm(name="ln_mlp")(x)
-    h = nn.gelu(nn.Dense(4 * self.d_model, name="mlp_in")(h))
-    return x + nn.Dense(self.d_model, name="mlp_out")(h)
-
-
-class TinyLM(nn.Module):
-  vocab: int
-  seq_len: int
-  d_model: int
-  n_heads: int
-  n_layers: int
-
-  @nn.compact
-  def __call__(self, tokens):
-    pos = self.param("pos_embed", nn.initializers.normal(0.02), (self.seq_len, self.d_model))
-    x = nn.Embed(self.vocab, self.d_model, name="tok_embed")(tokens) + pos[: tokens.shape[1]]
-    for i in range(self.n_layers):
-      x = Block(self.d_model, self.n_heads, name=f"layers_{i}")(x)
-    x = nn.LayerNorm(name="ln_final")(x)
-    return nn.Dense(self.vocab, name="head")(x)
-
-
-model = TinyLM(VOCAB, SEQ_LEN, D_MODEL, N_HEADS, N_LAYERS)
-params = model.init(jax.random.key(0), jnp.zeros((1, SEQ_LEN), jnp.int32))["params"]
-print(f"{sum(x.size for x in jax.tree.leaves(params)):,} parameters")
-
-# %% [markdown]
-# ## What the optimizer will do: `describe`
-#
-# `describe` takes the same keyword arguments as `adamwdl` and shows, for every parameter,
-# its layer, learning-rate ratio, learning rate and whether weight decay applies. Weight
-# decay is switched off for biases and norm scales with Paddle's `apply_decay_param_fun`
-# (a function of the parameter's path name; testing the path's `/`-separated keys works for
-# Flax linen, NNX and Hugging Face names alike).
-
-# %%
-PEAK_LR, WARMUP = 3e-3, max(1, STEPS // 10)
-
-
-def apply_decay(name):
-  return not {"bias", "scale"} & set(name.split("/"))
-
-
-config = dict(layerwise_decay=0.8, n_layers=N_LAYERS, weight_decay=0.01,
-              apply_decay_param_fun=apply_decay)
-print(optax_ldl.describe(params, learning_rate=PEAK_LR, **config))
-
-# %% [markdown]
-# ## Per-layer learning rates and the inverse-sqrt schedule
-#
-# Left: the lr ratio of each group for a few decay rates (`describe(...).rows` as data).
-# Right: `inverse_sqrt_schedule` (linear warmup, then `peak * sqrt(warmup / step)`, exactly
-# PaddleNLP's `InverseSquareRootSchedule`) and the learning rate that the embeddings, the
-# first and last layers and the head actually get with `layerwise_decay=0.8`.
-
-# %%
-def ratios(decay):
-  """Group -> lr ratio: layer i as the int i, then "embedding" and "head"."""
-  rows = optax_ldl.describe(params, **{**config, "layerwise_decay": decay}).rows
-  return {(int(row.layer) if row.layer.isdigit() else row.layer): row.lr_ratio
-          for row in rows}
-
-
-groups = ["embedding", *range(N_LAYERS), "head"]
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
-for decay in (1.0, 0.9, 0.8, 0.65):
-  ratio = ratios(decay)
-  ax1.plot(range(len(groups)), [ratio[g] for g in groups], "o-", label=f"decay={decay}")
-ax1.set_xticks(range(len(groups)), ["embed"] + [f"layer {i}" for i in range(N_LAYERS)] + ["head"])
-ax1.set_ylim(0, 1.05)
-ax1.set_ylabel("lr ratio")
-ax1.set_title("layer-wise lr ratio")
-ax1.legend()
-
-schedule = optax_ldl.inverse_sqrt_schedule(WARMUP, PEAK_LR)
-steps = np.arange(STEPS + 1)
-lrs = np.asarray(jax.vmap(schedule)(steps))
-ratio = ratios(config["layerwise_decay"])
-ax2.plot(steps, lrs, "k", lw=2, label="schedule (head, ratio 1)")
-for g, name in ((N_LAYERS - 1, f"layer {N_LAYERS - 1}"), (0, "layer 0"), ("embedding", "embed")):
-  ax2.plot(steps, lrs * ratio[g], label=f"{name} (x{ratio[g]:.3g})")
-ax2.set_xlabel("step")
-ax2.set_ylabel("learning rate")
-ax2.set_title(f"inverse_sqrt_schedule(warmup={WARMUP}, peak={PEAK_LR})")
-ax2.legend()
-plt.tight_layout()
-plt.show()
-
-# %% [markdown]
-# ## A short training run
-#
-# The task: each sequence is an arithmetic progression modulo `VOCAB`,
-# `x[t] = (a + d * t) % VOCAB` with random `a` and `d`. From the third token on, the next
-# token is determined by the context, so the accuracy there can reach 100%. (A model trained
-# from scratch, as here, gains nothing from layer-wise decay: it is a fine-tuning method. See
-# `finetune_minilm.ipynb` for a pretrained model.)
-
-# %%
-def make_batch(rng, batch):
-  a = rng.integers(0, VOCAB, (batch, 1))
-  d = rng.integers(1, VOCAB, (batch, 1))
-  return ((a + d * np.arange(SEQ_LEN + 1)) % VOCAB).astype(np.int32)
-
-
-tx = optax_ldl.adamwdl(schedule, **config)
-opt_state = tx.init(params)
-
-
-def loss_and_acc(params, seq):
-  logits = model.apply({"params": params}, seq[:, :-1])
-  targets = seq[:, 1:]
-  loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets)[:, 1:].mean()
-  acc = (logits.argmax(-1) == targets)[:, 1:].mean()
-  return loss, acc
+def accuracy(logits, labels):
+  return jnp.mean(jnp.argmax(logits, -1) == labels)
 
 
 @jax.jit
-def train_step(params, opt_state, seq):
-  (loss, acc), grads = jax.value_and_grad(loss_and_acc, has_aux=True)(params, seq)
-  updates, opt_state = tx.update(grads, opt_state, params)
-  return optax.apply_updates(params, updates), opt_state, loss, acc
+def evaluate(params):
+  """Source-task accuracy, target-task accuracy and loss on the held-out sequences."""
+  source_logits = model.apply({"params": params}, source_x)[0]
+  target_logits = model.apply({"params": params}, target_x)[1]
+  target_loss = optax.softmax_cross_entropy_with_integer_labels(target_logits, target_y).mean()
+  return accuracy(source_logits, source_y), accuracy(target_logits, target_y), target_loss
 
 
-rng = np.random.default_rng(0)
-history = []
-with tqdm(range(STEPS), desc="training") as bar:
-  for step in bar:
-    params, opt_state, loss, acc = train_step(params, opt_state, make_batch(rng, BATCH))
-    history.append((float(loss), float(acc)))
-    if step % 10 == 0:
-      bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{float(acc):.2f}")
+source_acc0 = float(evaluate(pretrained)[0])
+print(f"pretrained in {seconds:.1f} s: source-task accuracy {source_acc0:.3f}")
 
-losses, accs = np.array(history).T
-test_loss, test_acc = loss_and_acc(params, make_batch(np.random.default_rng(1), 1024))
-print(f"held-out: loss {float(test_loss):.4f}, next-token accuracy {float(test_acc):.3f}")
-assert losses[-10:].mean() < losses[:10].mean(), "the loss did not go down"
+# %% [markdown]
+# ## 2. What the optimizer will do: `describe`
+#
+# The target task: is a sequence's count of colour-0 tokens larger than its count of colour-1
+# tokens? A new, randomly initialised `target_head` reads it from the mean-pooled output; the
+# pretrained `source_head` is frozen (it is kept only to measure, after fine-tuning, how much
+# of the source skill survived).
+#
+# The fine-tuning recipe is BERT's: linear warmup over 10% of the steps then linear decay to
+# 0, weight decay 0.01 on kernels only (`demo.apply_weight_decay`, the recommended
+# `optax_ldl.weight_decay_filter` with the embeddings exempt). `describe` takes the same
+# keyword arguments as `adamwdl` and shows, for every parameter, its layer, its lr ratio, its
+# learning rate (read here at `step=warmup`, where the schedule peaks) and whether weight
+# decay applies.
 
 # %%
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 3.5))
-ax1.plot(losses)
-ax1.set_xlabel("step")
-ax1.set_ylabel("training loss")
-ax1.set_yscale("log")
-ax2.plot(accs)
-ax2.set_ylim(0, 1)
-ax2.set_xlabel("step")
-ax2.set_ylabel("training accuracy")
+frozen = {"source_head": pretrained["source_head"]}
+backbone = {k: v for k, v in pretrained.items() if k != "source_head"}
+warmup = max(1, round(args.warmup * args.steps))
+schedule = optax.join_schedules(
+    [optax.linear_schedule(0.0, args.lr, warmup),
+     optax.linear_schedule(args.lr, 0.0, args.steps - warmup)], [warmup])
+
+
+def config(decay):
+  """The keyword arguments of adamwdl (and of describe and layer_drift) for one decay."""
+  return dict(learning_rate=schedule, weight_decay=args.weight_decay, layerwise_decay=decay,
+              n_layers=args.layers, apply_decay_param_fun=demo.apply_weight_decay)
+
+
+init_head = jax.jit(nn.Dense(2).init)  # the new head: Dense(2) on the mean-pooled output
+
+
+def head_params(seed):
+  return init_head(jax.random.key(seed), jnp.zeros((1, args.width)))["params"]
+
+
+params0 = {**backbone, "target_head": head_params(100)}
+description = optax_ldl.describe(params0, step=warmup, **config(0.75))
+print(description.summary(), end="\n\n")  # one line per layer group
+print(description)  # one line per parameter
+
+# %% [markdown]
+# ## Per-layer learning rates
+#
+# Left: the lr ratio of each layer group for each decay (from `describe(...).rows`). Right:
+# the learning rate each group gets over the fine-tuning steps with `layerwise_decay=0.75`:
+# the schedule times the group's ratio.
+
+# %%
+def ratios(decay):
+  """Layer group (as describe shows it: "embedding", "0", "1", ..., "head") -> lr ratio."""
+  return {row.layer: row.lr_ratio for row in optax_ldl.describe(params0, **config(decay)).rows}
+
+
+groups = ["embedding", *map(str, range(args.layers)), "head"]
+labels = ["embed", *(f"layer {i}" for i in range(args.layers)), "head"]
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+for decay in DECAYS:
+  ratio = ratios(decay)
+  ax1.plot(labels, [ratio[g] for g in groups], "o-", label=f"decay={decay}")
+ax1.set_ylim(0, 1.05)
+ax1.set_ylabel("lr ratio")
+ax1.set_title("layer-wise lr ratio: decay ** (n_layers - i)")
+ax1.legend()
+
+steps = np.arange(args.steps + 1)
+lrs = np.asarray(jax.vmap(schedule)(steps))
+ratio = ratios(0.75)
+for g, label in reversed(list(zip(groups, labels))):
+  ax2.plot(steps, lrs * ratio[g], label=f"{label} (x{ratio[g]:.3g})")
+ax2.set_xlabel("fine-tuning step")
+ax2.set_ylabel("learning rate")
+ax2.set_title("lr per group, layerwise_decay=0.75")
+ax2.legend(fontsize=8)
 plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# ## 3. Fine-tune: `adamwdl` at several decays against decay 1.0
+#
+# For each decay and seed: a fresh target head, `args.samples` training sequences drawn by the
+# seed, `args.steps` steps of `adamwdl`. The step is jitted once per decay and reused for
+# every seed. Decay 1.0 is plain AdamW (every ratio is 1).
+
+# %%
+def loss_fn(params, x, y):
+  logits = model.apply({"params": {**params, **frozen}}, x)[1]
+  return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+runs = {}  # decay -> one dict per seed
+for decay in DECAYS:
+  tx = optax_ldl.adamwdl(**config(decay))
+
+  @jax.jit
+  def train_step(params, opt_state, x, y, tx=tx):
+    loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  runs[decay] = []
+  for seed in range(args.seeds):
+    x, y = demo.target_data(args.samples, seed=100 + seed)
+    params = start_params = {**backbone, "target_head": head_params(100 + seed)}
+    opt_state = tx.init(params)
+    rng = np.random.default_rng(seed)
+    losses = []
+    for _ in range(args.steps):
+      idx = rng.choice(args.samples, args.batch, replace=False)
+      params, opt_state, loss = train_step(params, opt_state, x[idx], y[idx])
+      losses.append(loss)
+    source_acc, target_acc, target_loss = map(float, evaluate({**params, **frozen}))
+    drift = optax_ldl.layer_drift(start_params, params, **config(decay))
+    runs[decay].append(dict(losses=np.asarray(losses), target_acc=target_acc,
+                            target_loss=target_loss, source_acc=source_acc,
+                            drift=drift.to_dict()))
+  accs = [r["target_acc"] for r in runs[decay]]
+  print(f"[{time.perf_counter() - start:5.1f} s] decay {decay}: target accuracy per seed "
+        + ", ".join(f"{a:.3f}" for a in accs))
+
+# %% [markdown]
+# ## Results
+#
+# Mean ± sample standard deviation over the seeds, on held-out sequences. *Source retention*
+# is the source task's accuracy after fine-tuning, read with the frozen pretrained source
+# head: how much of the pretrained skill survived. *Drift* is `layer_drift`: how far each
+# layer group moved from its pretrained weights, `||θ − θ0|| / ||θ0||` (the `head` group holds
+# the final norm and the new head, whose drift is measured from its random init).
+
+# %%
+def mean_std(values):
+  values = np.asarray(values)
+  return values.mean(), values.std(ddof=1) if len(values) > 1 else 0.0
+
+
+print(f"{'decay':>6}  {'target acc':>14}  {'target loss':>14}  {'source retention':>16}")
+for decay, rs in runs.items():
+  cells = [mean_std([r[k] for r in rs]) for k in ("target_acc", "target_loss", "source_acc")]
+  print(f"{decay:>6}  " + "  ".join(f"{m:.3f} ± {s:.3f}".rjust(w)
+                                    for (m, s), w in zip(cells, (14, 14, 16))))
+print(f"(source accuracy before fine-tuning: {source_acc0:.3f})")
+print(f"total {time.perf_counter() - start:.0f} s on {jax.devices()[0].platform}")
+
+fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 3.6))
+x = np.arange(len(DECAYS))
+for offset, key, name in ((-0.2, "target_acc", "target accuracy"),
+                          (0.2, "source_acc", "source retention")):
+  stats = [mean_std([r[key] for r in runs[d]]) for d in DECAYS]
+  ax1.bar(x + offset, [m for m, _ in stats], 0.4, yerr=[s for _, s in stats], capsize=3,
+          label=name)
+ax1.axhline(source_acc0, color="k", ls=":", lw=1, label="source acc. before")
+ax1.set_xticks(x, [str(d) for d in DECAYS])
+ax1.set_xlabel("layerwise_decay")
+ax1.set_ylim(0, 1.05)
+ax1.set_title("held-out accuracy, mean ± std")
+ax1.legend(fontsize=8, loc="lower left")
+
+for decay in DECAYS:
+  # layer_drift's groups are describe's, with the layer indices as ints.
+  stats = [mean_std([r["drift"][int(g) if g.isdigit() else g] for r in runs[decay]])
+           for g in groups]
+  ax2.errorbar(labels, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o",
+               capsize=3, label=f"decay={decay}")
+ax2.set_ylim(0, None)
+ax2.set_ylabel("||θ − θ0|| / ||θ0||")
+ax2.set_title("drift from the pretrained weights")
+ax2.legend(fontsize=8)
+
+for decay in DECAYS:
+  curve = np.mean([r["losses"] for r in runs[decay]], axis=0)
+  window = max(1, args.steps // 20)
+  ax3.plot(np.convolve(curve, np.ones(window) / window, mode="valid"), label=f"decay={decay}")
+ax3.set_xlabel("fine-tuning step")
+ax3.set_ylabel("training loss (smoothed, mean over seeds)")
+ax3.set_title("fine-tuning loss")
+ax3.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## Reading the results
+#
+# * **Drift**: the smaller the decay, the less the embeddings and the lower layers move from
+#   their pretrained weights, while the top layer moves as much or more: what layer-wise
+#   decay promises.
+# * **Accuracy and retention**: compare the means with their spread; with three seeds a
+#   difference smaller than about two standard deviations is not evidence either way. In the
+#   stored full run (64 training samples), every decay below 1.0 did better than plain AdamW,
+#   the smaller the better down to 0.6: target accuracy 0.80 ± 0.03 at decay 1.0 against
+#   0.92 ± 0.01 at 0.6, and the source skill kept (0.86 against 1.00). Plain AdamW moves the
+#   embeddings most and overwrites what pretraining put there; on few samples, keeping the
+#   lower layers near their pretrained values is the better prior. It is a prior, not a free
+#   gain: with plenty of data, or a target task that needs new low-level features, a decay
+#   that is too small starves the layers that must adapt (`finetune_minilm.ipynb` shows such
+#   a case). `python -m optax_ldl.demo --decays 1.0,0.75 --seeds 10` runs this experiment
+#   from the command line.
+#
 # ## Next
 #
-# * `finetune_minilm.ipynb`: fine-tune a pretrained MiniLM (BERT) with `layerwise_decay`
-#   1.0, 0.9, 0.75 and 0.6 over several seeds and two data sizes, and measure how far each
-#   layer moves.
+# * `finetune_minilm.ipynb`: fine-tune the pretrained MiniLM (a 6-layer BERT) with the same
+#   decays over five seeds and two data sizes.
 # * `benchmark.ipynb`: step time of `adamwdl` vs `optax.adamw`.

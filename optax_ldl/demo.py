@@ -1,6 +1,7 @@
 """Pretrain a small transformer, then fine-tune it on a few samples, with and without decay.
 
     python -m optax_ldl.demo [--decays 1.0,0.75] [--seeds 3] [--small] [--quiet]
+    python -m optax_ldl.demo --unfreeze [--plot ratios.png]
 
 Layer-wise learning-rate decay is a fine-tuning technique: the layers near the
 input, which hold the most general features of a pretrained model, get the
@@ -30,6 +31,15 @@ nothing downloaded:
    held-out sequences, and *source retention*: the source task's tagging
    accuracy of the fine-tuned model read with the (frozen) pretrained source
    head, i.e. how much of the pretrained skill survived fine-tuning.
+
+With ``--unfreeze`` each decay is also run with two layer schedules
+(``layer_schedule=``), over the same seeds: ULMFiT's *gradual unfreezing* (the
+head alone first, then one more layer from the top every ``steps / (L + 2)``
+steps, the embeddings last) and Lightning's *backbone ramp* (the head from the
+start; everything below it ramps from 0 to its ratio over the steps
+``steps / 10`` to ``steps / 10 + steps / 4``). The report then shows each
+layer group's lr ratio over the steps (``describe(..., step=t)``), and
+``--plot FILE`` draws it (Matplotlib).
 
 The settings were chosen from the literature before running, not tuned to make
 either decay win; whatever the numbers show is what this setting does.
@@ -271,6 +281,12 @@ def _parser() -> argparse.ArgumentParser:
                  help="a tiny setting for tests (2 layers, width 32, 2 seeds, few steps)")
   p.add_argument("--quiet", action="store_true",
                  help="no progress lines (one a phase and seed, with elapsed time, on stderr)")
+  p.add_argument("--unfreeze", action="store_true",
+                 help="also run each decay with gradual unfreezing and with a backbone ramp, "
+                 "and show each layer group's lr ratio over the steps")
+  p.add_argument("--plot", metavar="FILE", default=None,
+                 help="with --unfreeze: save a plot of the lr ratios over the steps "
+                 "(needs matplotlib)")
   p.set_defaults(**DEFAULTS)
   return p
 
@@ -312,7 +328,97 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   if len(set(decays)) != len(decays):
     parser.error(f"--decays has a repeated value: {args.decays!r}")
   args.decays = decays
+  if args.plot is not None:
+    if not args.unfreeze:
+      parser.error("--plot draws the lr ratios of --unfreeze: add --unfreeze")
+    try:
+      import matplotlib  # noqa: F401, PLC0415 - optional, only for --plot.
+    except ImportError:
+      parser.error("--plot needs matplotlib (pip install matplotlib)")
   return args
+
+
+def schedules(args: argparse.Namespace) -> dict[str, optax_ldl.LayerSchedule]:
+  """The layer schedules of ``--unfreeze``, in fine-tuning steps (see the module docstring)."""
+  every, span, start = _schedule_steps(args)
+  return {"unfreeze": optax_ldl.gradual_unfreezing(every),
+          "ramp": optax_ldl.backbone_ramp(span, start=start)}
+
+
+def _schedule_steps(args: argparse.Namespace) -> tuple[int, int, int]:
+  """(steps between two groups' starts, the ramp's span, the ramp's start)."""
+  return max(1, args.steps // (args.layers + 2)), max(1, args.steps // 4), args.steps // 10
+
+
+def plot_steps(args: argparse.Namespace) -> list[int]:
+  """The steps where a ratio of ``schedules(args)`` changes slope, and the first and last.
+
+  Each ratio is linear in between (0 before a start, a linear ramp, constant after), so
+  a line through its values at these steps is its curve, from a few ``describe`` calls.
+  """
+  every, span, start = _schedule_steps(args)
+  breaks = {0, args.steps - 1, start - 1, start + span - 1}
+  for k in range(1, args.layers + 3):
+    breaks |= {k * every - 1, k * every}
+  return sorted(t for t in breaks if 0 <= t < args.steps)
+
+
+def variants(args: argparse.Namespace) -> dict[Any, tuple[float, Any]]:
+  """What is compared: ``{key: (decay, layer schedule or None)}``.
+
+  The keys are the decays; with ``--unfreeze``, labels: ``"0.75"``, ``"0.75+unfreeze"``,
+  ``"0.75+ramp"`` for each decay.
+  """
+  if not args.unfreeze:
+    return {d: (d, None) for d in args.decays}
+  out: dict[Any, tuple[float, Any]] = {}
+  for d in args.decays:
+    out[f"{d:g}"] = (d, None)
+    out.update({f"{d:g}+{kind}": (d, s) for kind, s in schedules(args).items()})
+  return out
+
+
+def _name(key: Any) -> str:
+  return f"{key:g}" if isinstance(key, float) else str(key)
+
+
+def ratio_steps(steps: int) -> list[int]:
+  """The steps at which ``--unfreeze`` shows the ratios: 0, each quarter, the last."""
+  return sorted({0, steps // 4, steps // 2, 3 * steps // 4, steps - 1})
+
+
+def ratios_over_steps(backbone: Any, config: dict[str, Any], schedule: Any,
+                      steps: Sequence[int]) -> dict[str, list[float]]:
+  """``{layer group: [its lr ratio at each step]}``, read from ``describe(..., step=t)``."""
+  out: dict[str, list[float]] = {}
+  for t in steps:
+    seen: set[str] = set()
+    for row in optax_ldl.describe(backbone, **config, layer_schedule=schedule, step=t).rows:
+      group = str(row.layer)
+      if group not in seen:
+        seen.add(group)
+        out.setdefault(group, []).append(float(row.lr_ratio))  # pyright: ignore[reportArgumentType]
+  return out
+
+
+def plot_ratios(path: str, curves: dict[str, dict[str, list[float]]], steps: list[int]) -> None:
+  """Saves one panel per scheduled variant: each layer group's lr ratio at ``steps``."""
+  import matplotlib  # noqa: PLC0415 - optional, only for --plot.
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.2), sharey=True,
+                           squeeze=False)
+  for ax, (label, groups) in zip(axes[0], curves.items()):
+    for group, values in groups.items():
+      ax.plot(steps, values, label=group)
+    ax.set(title=f"decay {label}", xlabel="step")
+  axes[0][0].set_ylabel("lr ratio")
+  axes[0][-1].legend(title="layer group", fontsize="small")
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -321,12 +427,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   Returns:
     ``{"pretrained_source_acc": float, "runs": {decay: [per-seed dict]}}``, each
     per-seed dict holding ``target_acc``, ``target_loss``, ``source_acc`` and
-    ``drift`` (``{layer: relative drift}``).
+    ``drift`` (``{layer: relative drift}``). With ``--unfreeze`` the keys of
+    ``runs`` are labels (:func:`variants`): ``"0.75"``, ``"0.75+unfreeze"``, ...
   """
   args = parse_args(argv)
   progress = Progress(enabled=not args.quiet)
-  progress(f"starting: pretrain, then fine-tune {len(args.decays)} decays x {args.seeds} seeds "
-           "(progress on stderr; --quiet turns it off)")
+  what = " x 3 layer schedules (none, unfreeze, ramp)" if args.unfreeze else ""
+  progress(f"starting: pretrain, then fine-tune {len(args.decays)} decays{what} x {args.seeds} "
+           "seeds (progress on stderr; --quiet turns it off)")
   t_start = time.perf_counter()
   n_layers = args.layers
   print(f"optax_ldl {optax_ldl.__version__}, jax {jax.__version__} on "
@@ -371,15 +479,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   _table(["group"] + [f"decay {d:g}" for d in args.decays],
          [[str(g)] + [f"{args.lr * ratios[d][str(g)]:.3e}" for d in args.decays] for g in groups])
 
-  runs: dict[float, list[dict[str, Any]]] = {}
+  compared = variants(args)
+  if args.unfreeze:
+    _show_schedules(args, backbone, configs, compared, groups)
+
+  runs: dict[Any, list[dict[str, Any]]] = {}
   init_head = jax.jit(nn.Dense(2).init)  # the target head, re-initialised for every seed.
   t_finetune = time.perf_counter()
-  for d, config in configs.items():
-    progress(f"fine-tuning with decay {d:g}: {args.seeds} seeds x {args.steps} steps")
-    tx = optax_ldl.adamwdl(**config)
-    step = _make_step(model, tx, task=1)  # compiled once per decay, reused for every seed.
+  for key, (d, schedule) in compared.items():
+    config = configs[d]
+    progress(f"fine-tuning with decay {_name(key)}: {args.seeds} seeds x {args.steps} steps")
+    tx = optax_ldl.adamwdl(**config, layer_schedule=schedule)
+    step = _make_step(model, tx, task=1)  # compiled once per variant, reused for every seed.
     init_opt = jax.jit(tx.init)
-    runs[d] = []
+    runs[key] = []
     for seed in range(args.seeds):
       x, y = target_data(args.samples, seed=100 + seed)
       fresh = init_head(jax.random.key(100 + seed), jnp.zeros((1, args.width)))["params"]
@@ -391,17 +504,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         idx = rng.choice(args.samples, args.batch, replace=False)
         params, opt_state, _ = step(params, opt_state, frozen, x[idx], y[idx])
       source_acc, target_loss, target_acc = map(float, evaluate({**params, **frozen}))
-      runs[d].append(dict(
+      runs[key].append(dict(
           target_acc=target_acc, target_loss=target_loss, source_acc=source_acc,
           drift=layer_drift(params0, params, **config).to_dict()))
-      progress(f"fine-tuned decay {d:g}, seed {seed + 1}/{args.seeds}: target accuracy "
+      progress(f"fine-tuned decay {_name(key)}, seed {seed + 1}/{args.seeds}: target accuracy "
                f"{target_acc:.3f} ({time.perf_counter() - t_run:.1f} s)")
   t_finetune = time.perf_counter() - t_finetune
 
   print(f"\n== relative drift from the pretrained weights, ||Δθ|| / ||θ0|| (layer_drift), "
         f"mean ± std over {args.seeds} seeds ==")
-  _table(["group"] + [f"decay {d:g}" for d in args.decays],
-         [[str(g)] + [mean_std([r["drift"][g] for r in runs[d]]) for d in args.decays]
+  _table(["group"] + [f"decay {_name(k)}" for k in runs],
+         [[str(g)] + [mean_std([r["drift"][g] for r in runs[k]]) for k in runs]
           for g in groups])
   head_group = next(r.layer for r in optax_ldl.describe(backbone, **configs[args.decays[0]]).rows
                     if r.path.startswith("target_head"))
@@ -411,19 +524,43 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   print(f"\n== results on {args.eval_samples} held-out sequences per task, mean ± std over "
         f"{args.seeds} seeds ==")
   _table(["decay", "target acc", "target loss", "source retention"],
-         [[f"{d:g}", mean_std([r["target_acc"] for r in runs[d]]),
-           mean_std([r["target_loss"] for r in runs[d]]),
-           mean_std([r["source_acc"] for r in runs[d]])] for d in args.decays])
+         [[_name(k), mean_std([r["target_acc"] for r in runs[k]]),
+           mean_std([r["target_loss"] for r in runs[k]]),
+           mean_std([r["source_acc"] for r in runs[k]])] for k in runs])
   print(f"(source retention: source-task accuracy after fine-tuning, read with the frozen "
         f"pretrained source head; {source_acc0:.3f} before fine-tuning)")
   print("\nper seed (target acc / source retention):")
-  for d in args.decays:
-    cells = "  ".join(f"{r['target_acc']:.3f}/{r['source_acc']:.3f}" for r in runs[d])
-    print(f"  decay {d:g}: {cells}")
-  print(f"\npretraining {t_pretrain:.1f} s, fine-tuning {len(args.decays)} decays x "
+  for k in runs:
+    cells = "  ".join(f"{r['target_acc']:.3f}/{r['source_acc']:.3f}" for r in runs[k])
+    print(f"  decay {_name(k)}: {cells}")
+  compared_what = (f"{len(args.decays)} decays" if not args.unfreeze else
+                   f"{len(runs)} variants ({len(args.decays)} decays x 3)")
+  print(f"\npretraining {t_pretrain:.1f} s, fine-tuning {compared_what} x "
         f"{args.seeds} seeds {t_finetune:.1f} s, total {time.perf_counter() - t_start:.1f} s")
   progress("done")
   return {"pretrained_source_acc": source_acc0, "runs": runs}
+
+
+def _show_schedules(args: argparse.Namespace, backbone: Any, configs: dict[float, Any],
+                    compared: dict[Any, tuple[float, Any]], groups: list[Any]) -> None:
+  """Prints (and with ``--plot`` draws) each layer group's lr ratio over the steps."""
+  shown = ratio_steps(args.steps)
+  scheduled = {k: v for k, v in compared.items() if v[1] is not None}
+  print(f"\n== lr ratio per layer group over the {args.steps} fine-tuning steps "
+        "(describe(..., layer_schedule=..., step=t)) ==")
+  for kind, s in schedules(args).items():
+    print(f"{kind}: {s}")
+  for key, (d, schedule) in scheduled.items():
+    ratios = ratios_over_steps(backbone, configs[d], schedule, shown)
+    print(f"\n-- decay {_name(key)} --")
+    _table(["group"] + [f"step {t}" for t in shown],
+           [[str(g)] + [f"{x:.4g}" for x in ratios[str(g)]] for g in groups])
+  if args.plot is not None:
+    at = plot_steps(args)
+    plot_ratios(args.plot, {_name(k): ratios_over_steps(backbone, configs[d], s, at)
+                            for k, (d, s) in scheduled.items()}, at)
+    print(f"\n(plot saved to {args.plot})")
+  print()
 
 
 def _table(header: list[str], rows: list[list[str]]) -> None:

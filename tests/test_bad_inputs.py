@@ -79,6 +79,10 @@ def _update_with_grads(grads: Any, **kwargs: Any) -> None:
   tx.update(grads, tx.init(PARAMS), PARAMS)
 
 
+def _paddle_with_schedule(layer_schedule: Any) -> None:
+  optax_ldl.AdamWDL(layerwise_decay=0.8, n_layers=2).with_layer_schedule(layer_schedule)
+
+
 def _describe(**kwargs: Any) -> None:
   str(optax_ldl.describe(PARAMS, **kwargs))
 
@@ -280,6 +284,76 @@ ROWS = [
                  id="describe-name_dict-int_values"),
 ]
 
+ROWS += [
+    # ----- layer schedules (issue 17): the factories, and layer_schedule where it is taken -----
+    pytest.param(optax_ldl.adamwdl, dict(layer_schedule="gradual"), "layer_schedule",
+                 id="adamwdl-layer_schedule-str"),
+    pytest.param(_paddle_with_schedule, dict(layer_schedule=optax.constant_schedule(1.0)),
+                 "layer_schedule", id="AdamWDL-layer_schedule-optax_schedule"),
+    pytest.param(optax_ldl.adamwdl, dict(floor=1.5), "floor", id="adamwdl-floor-above_one"),
+    pytest.param(optax_ldl.adamwdl, dict(weight_decay_mults=[("bias", -1.0)]),
+                 "weight_decay_mults", id="adamwdl-weight_decay_mults-negative"),
+    pytest.param(optax_ldl.adamwdl, dict(weight_decay_mults=[("(", 0.5)]),
+                 "weight_decay_mults", id="adamwdl-weight_decay_mults-bad_regex"),
+    pytest.param(optax_ldl.adamwdl, dict(weight_decay_mults="bias"),
+                 "weight_decay_mults", id="adamwdl-weight_decay_mults-str"),
+    pytest.param(optax_ldl.adamwdl, dict(weight_decay_mults=[(1.5, 0.5)]),
+                 "weight_decay_mults", id="adamwdl-weight_decay_mults-float_key"),
+    pytest.param(optax_ldl.adamwdl, dict(weight_decay_at_base_rate="yes"),
+                 "weight_decay_at_base_rate", id="adamwdl-weight_decay_at_base_rate-str"),
+    pytest.param(optax_ldl.adamwdl, dict(floor=0.0), "floor", id="adamwdl-floor-zero"),
+    pytest.param(optax_ldl.adamwdl, dict(floor="0.1"), "floor", id="adamwdl-floor-str"),
+    pytest.param(optax_ldl.adamwdl, dict(floor=0.1, layerwise_decay=0.8), "floor",
+                 id="adamwdl-floor-with_layerwise_decay"),
+    pytest.param(optax_ldl.adamwdl, dict(stages=0), "stages", id="adamwdl-stages-zero"),
+    pytest.param(optax_ldl.adamwdl, dict(stages=[3, "x"]), "stages", id="adamwdl-stages-str"),
+    pytest.param(optax_ldl.adamwdl, dict(stages=2.5), "stages", id="adamwdl-stages-float"),
+    pytest.param(_run, dict(**DECAYED, stages=[1, 2]), "stages",
+                 id="adamwdl-stages-sizes_not_the_depth"),
+    pytest.param(optax_ldl.layerwise, dict(inner=optax.sgd(1.0), floor=-0.1), "floor",
+                 id="layerwise-floor-negative"),
+    pytest.param(optax_ldl.layerwise, dict(inner=optax.sgd(1.0), layer_schedule=0.5),
+                 "layer_schedule", id="layerwise-layer_schedule-number"),
+    pytest.param(_describe, dict(layer_schedule=[0, 100]), "layer_schedule",
+                 id="describe-layer_schedule-list"),
+    pytest.param(_run, dict(**DECAYED, set_param_lr_fun=lambda *a: 0.5,
+                            layer_schedule=optax_ldl.freeze("embedding")),
+                 "layer_schedule", id="adamwdl-layer_schedule-custom_rule_has_no_places"),
+    # starts of 2 groups (head, layer 1) on a tree with 4 (head, 1, 0, embeddings): the
+    # error names the argument and the group without a start.
+    pytest.param(_run, dict(**DECAYED, layer_schedule=optax_ldl.gradual_unfreezing(
+        starts=[0, 10])), ("starts", "group 2"), id="adamwdl-layer_schedule-too_few_starts"),
+    pytest.param(optax_ldl.gradual_unfreezing, dict(), "every", id="gradual_unfreezing-neither"),
+    pytest.param(optax_ldl.gradual_unfreezing, dict(every=0), "every",
+                 id="gradual_unfreezing-every-zero"),
+    pytest.param(optax_ldl.gradual_unfreezing, dict(every=1.5), "every",
+                 id="gradual_unfreezing-every-float"),
+    pytest.param(optax_ldl.gradual_unfreezing, dict(every=10, starts=[0, 10]), "starts",
+                 id="gradual_unfreezing-both"),
+    pytest.param(optax_ldl.gradual_unfreezing, dict(starts=[0, 10, 5]), "starts",
+                 id="gradual_unfreezing-starts-decreasing"),
+    pytest.param(optax_ldl.gradual_unfreezing, dict(starts=[0, -1]), "starts",
+                 id="gradual_unfreezing-starts-negative"),
+    pytest.param(optax_ldl.gradual_unfreezing, dict(starts="0,10"), "starts",
+                 id="gradual_unfreezing-starts-str"),
+    pytest.param(optax_ldl.gradual_unfreezing, dict(every=5, layers_per_group=0),
+                 "layers_per_group", id="gradual_unfreezing-layers_per_group-zero"),
+    pytest.param(optax_ldl.gradual_unfreezing, dict(every=5, embeddings="first"), "embeddings",
+                 id="gradual_unfreezing-embeddings-unknown"),
+    pytest.param(optax_ldl.backbone_ramp, dict(span=-1), "span", id="backbone_ramp-span-negative"),
+    pytest.param(optax_ldl.backbone_ramp, dict(span=10, start=None), "start",
+                 id="backbone_ramp-start-none"),
+    pytest.param(optax_ldl.backbone_ramp, dict(span=10, delay=True), "delay",
+                 id="backbone_ramp-delay-bool"),
+    pytest.param(optax_ldl.freeze, dict(what="encoder"), "what", id="freeze-what-unknown_kind"),
+    pytest.param(optax_ldl.freeze, dict(what=[0, -1]), "what", id="freeze-what-negative_layer"),
+    pytest.param(optax_ldl.freeze, dict(what=0, until=-5), "until", id="freeze-until-negative"),
+    pytest.param(optax_ldl.freeze, dict(what=0, keep_state="no"), "keep_state",
+                 id="freeze-keep_state-str"),
+    pytest.param(optax_ldl.freeze, dict(what=0, until=10, keep_state=False), "keep_state",
+                 id="freeze-keep_state-with_until"),
+]
+
 
 @pytest.mark.parametrize("fn, kwargs, arg", ROWS)
 def test_rejected_input_names_the_argument(fn, kwargs, arg):
@@ -317,7 +391,8 @@ def test_every_public_factory_argument_has_a_row():
     covered.setdefault(target, set()).update(covered.get(helper, set()))
   for fn in (optax_ldl.adamwdl, optax_ldl.AdamWDL, optax_ldl.inverse_sqrt_schedule,
              optax_ldl.InverseSquareRootSchedule, optax_ldl.clip_grad_by_global_norm,
-             optax_ldl.clip_grad_by_norm, optax_ldl.clip_grad_by_value):
+             optax_ldl.clip_grad_by_norm, optax_ldl.clip_grad_by_value,
+             optax_ldl.gradual_unfreezing, optax_ldl.backbone_ramp, optax_ldl.freeze):
     target = fn.__new__ if fn is optax_ldl.AdamWDL else fn
     params = [name for name, p in inspect.signature(target).parameters.items()
               if name not in ("cls", "self")

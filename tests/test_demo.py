@@ -4,6 +4,7 @@ import contextlib
 import io
 import pathlib
 import re
+import sys
 
 import pytest
 
@@ -68,6 +69,65 @@ def test_report_sections_and_numbers(small_run):
   assert list(runs) == [1.0, 0.75] and all(len(v) == 2 for v in runs.values())
   for seed in range(2):
     assert runs[0.75][seed]["drift"]["embedding"] < runs[1.0][seed]["drift"]["embedding"]
+
+
+def _ratio_table(out: str, label: str) -> dict[str, list[float]]:
+  """``{group: [ratio at each shown step]}`` under ``-- decay label --``."""
+  lines = out.splitlines()
+  start = lines.index(f"-- decay {label} --")
+  rows = {}
+  for line in lines[start + 3:]:
+    if not line.strip():
+      break
+    group, *cells = line.split()
+    rows[group] = [float(c) for c in cells]
+  return rows
+
+
+@pytest.mark.slow
+def test_unfreeze_mode_compares_layer_schedules_over_the_same_seeds(tmp_path):
+  plot = tmp_path / "ratios.png"
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    result = demo.main(["--small", "--unfreeze", "--decays", "0.75", "--seeds", "1",
+                        "--pretrain-steps", "20", "--eval-samples", "64", "--quiet",
+                        "--plot", str(plot)])
+  out = out.getvalue()
+  # 2 layers, 20 steps: gradual unfreezing every 20 // (2 + 2) = 5 steps (layer 1 at 5,
+  # layer 0 at 10, the embeddings at 15); the ramp over 5 steps from step 2, so at step 5
+  # its multiplier is (5 - 2 + 1) / 5 = 0.8. Ratios 0.75 ** (distance from the top).
+  assert "step 0  step 5  step 10  step 15  step 19" in out
+  assert _ratio_table(out, "0.75+unfreeze") == {
+      "embedding": [0, 0, 0, 0.4219, 0.4219], "0": [0, 0, 0.5625, 0.5625, 0.5625],
+      "1": [0, 0.75, 0.75, 0.75, 0.75], "head": [1, 1, 1, 1, 1]}
+  assert _ratio_table(out, "0.75+ramp") == {
+      "embedding": [0, 0.3375, 0.4219, 0.4219, 0.4219], "0": [0, 0.45, 0.5625, 0.5625, 0.5625],
+      "1": [0, 0.6, 0.75, 0.75, 0.75], "head": [1, 1, 1, 1, 1]}
+  assert "-- decay 0.75 --" not in out  # the fixed ratios have no table over the steps.
+
+  results = _section(out, "results on 64 held-out sequences per task, mean ± std over 1 seeds")
+  assert [r.split()[0] for r in results] == ["0.75", "0.75+unfreeze", "0.75+ramp"]
+  runs = result["runs"]
+  assert list(runs) == ["0.75", "0.75+unfreeze", "0.75+ramp"]
+  # The embeddings train from step 15 of 20 (unfreeze) and ramp up (ramp): they move less.
+  fixed = runs["0.75"][0]["drift"]["embedding"]
+  assert runs["0.75+unfreeze"][0]["drift"]["embedding"] < runs["0.75+ramp"][0]["drift"][
+      "embedding"] < fixed
+  assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_is_an_argument_error(monkeypatch, capsys):
+  monkeypatch.setitem(sys.modules, "matplotlib", None)  # the import fails.
+  with pytest.raises(SystemExit) as exit_info:
+    demo.parse_args(["--unfreeze", "--plot", "ratios.png"])
+  assert exit_info.value.code == 2
+  assert "--plot needs matplotlib" in capsys.readouterr().err
+
+
+def test_plot_steps_are_where_the_ratios_change_slope():
+  args = demo.parse_args(["--small", "--unfreeze"])  # 20 steps, 2 layers.
+  # Starts every 5 (a switch between k*5 - 1 and k*5); the ramp from 2 to 6; 0 and 19.
+  assert demo.plot_steps(args) == [0, 1, 4, 5, 6, 9, 10, 14, 15, 19]
 
 
 PROGRESS = re.compile(r"^\[ *(\d+\.\d) s\] (.+)$")
@@ -150,6 +210,7 @@ def test_minilm_experiment_progress_and_quiet(monkeypatch, capsys, tmp_path, qui
         (["--small", "--batch", "64"], "--batch (64) must be <= --samples (32)"),
         (["--steps", "x"], "argument --steps: invalid int value: 'x'"),
         (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (["--plot", "ratios.png"], "--plot draws the lr ratios of --unfreeze: add --unfreeze"),
     ],
 )
 def test_argument_errors(capsys, argv, message):

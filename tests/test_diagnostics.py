@@ -23,7 +23,8 @@ def test_rows():
   assert rows["encoder/layers_0/kernel"].lr_ratio == 0.125
   assert rows["encoder/layers_2/bias"] == optax_ldl.Row(
       "encoder/layers_2/bias", (4,), "float32", "2", 0.5, False,
-      optax_ldl.Placement("layer", layer=2))
+      optax_ldl.Placement("layer", layer=2),
+      evidence="row 'layers_N' matched 'layers_2'")
   assert rows["embeddings/embedding"].lr_ratio == 0.0625
   assert rows["head/kernel"].lr_ratio == 1.0 and rows["head/kernel"].weight_decay
   assert rows["count"].layer == "int" and not rows["count"].weight_decay

@@ -25,7 +25,7 @@ def test_read_leaves_skips_ints_and_reads_timm_dots_as_slashes():
   assert [lf.path for lf in got] == ["blocks.0.attn.w", "blocks.1.attn.w", "norm.w"]
   assert [lf.rule_name for lf in got] == ["blocks/0/attn/w", "blocks/1/attn/w", "norm/w"]
   assert [(lf.match.kind, lf.match.indices, lf.match.family) for lf in got] == [
-      ("layer", (0,), "blocks"), ("layer", (1,), "blocks"), ("other", (), "")]
+      ("layer", (0,), "blocks"), ("layer", (1,), "blocks"), ("head", (), "")]
   assert all(lf.plain_keys for lf in got)
 
 

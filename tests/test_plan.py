@@ -257,9 +257,9 @@ def test_describe_and_layer_drift_compute_the_plan_once(monkeypatch):
   calls = []
   real = layer_decay.LayerDecay._compute_layer_map
 
-  def counting(self, tree):
+  def counting(self, tree, owner):
     calls.append(1)
-    return real(self, tree)
+    return real(self, tree, owner)
 
   monkeypatch.setattr(layer_decay.LayerDecay, "_compute_layer_map", counting)
   params = bert_like(3)
@@ -298,3 +298,13 @@ def test_integer_leaves_are_not_taken_for_a_hidden_part_of_the_model():
   assert int(updates["step"]) == 0
   assert -float(updates["encoder"]["layers_0"]["attention"]["kernel"][0, 0]) == pytest.approx(
       got["encoder/layers_0/attention/kernel"]) == pytest.approx(D**3)
+
+
+def test_describe_names_itself_when_the_path_rule_refuses():
+  # A tree the rule cannot place: the error names the function the user called.
+  params = {"layers_0": {"w": jnp.ones(2)}, "layers_1": {"w": jnp.ones(2)},
+            "out": {"w": jnp.ones(2)}}
+  with pytest.raises(optax_ldl.LayerRuleError, match=r"^describe: "):
+    optax_ldl.describe(params, layerwise_decay=0.5)
+  with pytest.raises(optax_ldl.LayerRuleError, match=r"^adamwdl: "):
+    optax_ldl.adamwdl(1e-3, layerwise_decay=0.5).init(params)

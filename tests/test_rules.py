@@ -131,8 +131,19 @@ def linen_params(model):
   return jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 3), jnp.int32))["params"]
 
 
+def auto_named_dict(params):
+  """``name_dict`` for :class:`AutoNamed`: its LayerNorm_0 and Dense_0 come after the layers."""
+  paths = [jax.tree_util.keystr(p, simple=True, separator="/")
+           for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+  return {p: p if p.startswith("BertLayer") else
+          p.replace("LayerNorm_0", "final_norm").replace("Dense_0", "head") for p in paths}
+
+
 def test_flax_auto_named_block_class():
-  lm = quiet_layers(linen_params(AutoNamed()))
+  # LayerNorm_0 and Dense_0 name no side of the layers (refused, see issue 16 below): name_dict
+  # says where they are.
+  params = linen_params(AutoNamed())
+  lm = quiet_layers(params, name_dict=auto_named_dict(params))
   r = ratios(lm)
   assert r["Embed_0/embedding"] == D ** 4
   assert r["BertLayer_0/Dense_0/kernel"] == D ** 3 and r["BertLayer_2/LayerNorm_0/scale"] == D
@@ -300,7 +311,9 @@ def test_nnx_list_and_non_float_leaves():
 def test_same_result_for_arrays_and_shapes():
   params = linen_params(AutoNamed())
   real = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), params)
-  assert path_rule.path_layers(real) == path_rule.path_layers(params)
+  names = auto_named_dict(params)
+  assert path_rule.path_layers(real, name_dict=names) == path_rule.path_layers(
+      params, name_dict=names)
 
 
 # --------------------------------------------------------------------------- refusals
@@ -453,12 +466,18 @@ jax.tree_util.register_dataclass(Pair, data_fields=["w", "b"], meta_fields=[])
     {"layers": Pair(jnp.zeros((3, 2)), jnp.zeros((3,)))},                             # dataclass
     {"layers": {"layers_0": {"w": jnp.zeros((3, 2))}, "layers_1": {"w": jnp.zeros((3, 2))}}},
     {"layers": {"0": {"w": jnp.zeros((3, 3))}, "2": {"w": jnp.zeros((3, 3))}},
+     "pooler": {"layers": {"w": jnp.zeros((3, 3))}}},
+    {"layers": {"0": {"w": jnp.zeros((3, 3))}, "1": {"w": jnp.zeros((3, 3))}},
      "other": {"layers": {"w": jnp.zeros((3, 3))}}},
 ])
 def test_auto_never_fires_on_unstacked_layouts(tree):
   if isinstance(tree["layers"], Pair):  # a custom pytree: refused, with the fix.
     with pytest.raises(path_rule.LayerRuleError,
                        match=r"(?s)custom pytree.*stacked=\{'path/prefix': axis\}.*layers/w"):
+      path_rule.path_layers(tree)
+    return
+  if "other" in tree:  # beside layers, a part with no role name is refused, never stacked.
+    with pytest.raises(path_rule.LayerRuleError, match=r"(?s)no row of the rule.*other/layers/w"):
       path_rule.path_layers(tree)
     return
   lm = path_rule.path_layers(tree)
@@ -605,3 +624,154 @@ def test_scan_body_beside_numbered_layers():
   with pytest.raises(path_rule.LayerRuleError, match=r"(?s)several candidate layer stacks.*"
                                                  r"blocks/Block_0/b"):
     path_rule.path_layers(mixed)
+
+
+# ------------------------------------------------------------ issue 16: positive evidence only
+
+
+def blocks_tree(outside, n=3):
+  """``{name: leaf}`` for ``outside`` beside a ``blocks`` list of ``n`` layers."""
+  tree: dict[str, object] = {name: jnp.zeros((4, 2)) for name in outside}
+  tree["blocks"] = [{"w": jnp.zeros((2, 2))} for _ in range(n)]
+  return tree
+
+
+def test_a_leaf_outside_the_layers_with_no_evidence_is_refused_by_name():
+  # `tok` and `out` are neither an embedding-stage name nor a post-stack name: the rule used to
+  # put both at the head (ratio 1), so the token table trained 4 powers of the decay too fast.
+  with pytest.raises(path_rule.LayerRuleError) as err:
+    path_rule.path_layers(blocks_tree(["tok", "out"]))
+  msg = str(err.value)
+  assert "    tok\n" in msg and "    out\n" in msg and "blocks/0/w" not in msg
+  assert "trace_layers(fn, params" in msg and "name_dict" in msg and "set_param_lr_fun" in msg
+  assert "`norm`" in msg and "`ln_pre`" in msg  # the vocabulary it cites is the table's
+
+
+@pytest.mark.parametrize("name", ["tok", "out", "proj", "w", "Dense_0", "LayerNorm_0", "ln",
+                                  "layer_norm", "pos", "fc", "conv", "Conv_0"])
+def test_ambiguous_short_names_beside_the_layers_raise(name):
+  with pytest.raises(path_rule.LayerRuleError,
+                     match=rf"(?s)no row of the rule table.*    {name}\n"):
+    path_rule.path_layers(blocks_tree(["wte", name, "ln_f"]))
+
+
+@pytest.mark.parametrize("name", ["wte", "wpe", "tok_embeddings", "embed_tokens", "patch_embed",
+                                  "cls_token", "pos_embed", "stem", "reg_token", "dist_token",
+                                  "pre_layer_norm", "pre_norm", "ln_pre", "norm_pre", "embed_ln",
+                                  "pre_layernorm", "pre_layrnorm", "layernorm_embedding"])
+def test_embedding_stage_vocabulary(name):
+  lm = quiet_layers(blocks_tree([name, "ln_f"]))
+  assert lm.ratio(name, D) == D ** 4, lm[name]
+
+
+@pytest.mark.parametrize("name", ["ln_f", "final_layer_norm", "final_norm", "norm", "layernorm",
+                                  "post_layernorm", "ln_post", "norm_f", "pooler", "head",
+                                  "lm_head", "classifier", "unembed", "fc_norm", "encoder_norm",
+                                  "final_logits_bias", "logit_scale", "text_projection",
+                                  "project_out", "pooled_dense"])
+def test_post_stack_vocabulary(name):
+  lm = quiet_layers(blocks_tree(["wte", name]))
+  assert lm[name] == Placement("head")
+
+
+def test_a_decay_of_one_never_raises_on_unplaced_leaves():
+  import optax_ldl
+
+  tree = blocks_tree(["tok", "out"])
+  tx = optax_ldl.adamwdl(1e-3, layerwise_decay=1.0)
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, tree), tx.init(tree), tree)
+  assert jax.tree.structure(updates) == jax.tree.structure(tree)
+  assert optax_ldl.describe(tree, layerwise_decay=1.0).rows
+  with pytest.raises(path_rule.LayerRuleError, match="tok"):
+    optax_ldl.adamwdl(1e-3, layerwise_decay=0.8).init(tree)
+
+
+def test_flax_auto_named_head_beside_the_layers_is_refused():
+  # Embed_0, BertLayer_0..2, then LayerNorm_0 and Dense_0: only the order of the calls says that
+  # the norm and the dense come after the layers, and names do not carry it.
+  with pytest.raises(path_rule.LayerRuleError,
+                     match=r"(?s)no row of the rule table.*Dense_0/kernel.*LayerNorm_0/scale"):
+    path_rule.path_layers(linen_params(AutoNamed()))
+
+
+def nested_paths(chunks, leaf="attn/w"):
+  """``blocks/<c>/blocks/<b>/<leaf>`` for ``chunks`` = blocks per chunk."""
+  return [f"blocks/{c}/blocks/{b}/{leaf}" for c, n in enumerate(chunks) for b in range(n)]
+
+
+@pytest.mark.parametrize("chunks", [[4], [2, 2], [2, 3, 1]])
+def test_nested_numbering_of_the_same_kind_is_flattened(chunks):
+  paths = ["patch_embed/w", "pos_embed", "norm/scale", *nested_paths(chunks)]
+  lm = quiet_layers(tree_of(paths))
+  flat = [lm[p].layer for p in nested_paths(chunks)]
+  assert flat == list(range(sum(chunks))) and lm.depths == (("", sum(chunks)),)
+  assert lm.ratio("pos_embed", D) == lm.ratio("patch_embed/w", D) == D ** (sum(chunks) + 1)
+  assert lm.ratio("norm/scale", D) == 1.0
+
+
+@pytest.mark.parametrize("layout", ["layers/{i}/layers/{j}", "layers_{i}/layers_{j}",
+                                    "blocks/{i}/blocks/{j}", "h/{i}/h/{j}"])
+def test_nested_layouts_of_the_same_kind(layout):
+  paths = ["wte"] + [layout.format(i=i, j=j) + "/mlp/w" for i in range(2) for j in range(3)]
+  lm = quiet_layers(tree_of(paths))
+  assert [lm[p].layer for p in paths[1:]] == list(range(6))
+  assert lm.ratio("wte", D) == D ** 7
+
+
+@pytest.mark.parametrize("bad, why", [
+    ({"blocks/0/blocks/0/w": (2,), "blocks/0/blocks/2/w": (2,)}, "not numbered 0.."),
+    ({"blocks/0/blocks/1/w": (2,), "blocks/0/blocks/2/w": (2,)}, "not numbered 0.."),
+    ({"blocks/0/blocks/0/w": (2,), "blocks/2/blocks/0/w": (2,)}, "not numbered 0.."),
+    ({"blocks/0/blocks/0/w": (2,), "blocks/0/blocks/1/w": (3,)}, "same leaves"),
+    ({"blocks/0/blocks/0/attn/w": (2,), "blocks/0/blocks/1/mlp/w": (2,)}, "same leaves"),
+    ({"blocks/0/blocks/0/w": (2,), "blocks/0/norm/w": (2,)}, "outside"),
+])
+def test_nested_numbering_that_the_structure_does_not_prove_is_refused(bad, why):
+  tree = {p: jax.ShapeDtypeStruct(s, jnp.float32) for p, s in bad.items()}
+  tree["wte"] = jax.ShapeDtypeStruct((4, 2), jnp.float32)
+  with pytest.raises(path_rule.LayerRuleError, match=rf"(?s){why}.*blocks/0/"):
+    path_rule.path_layers(tree)
+
+
+def test_a_numbered_family_inside_a_named_part_of_a_layer_stays_in_that_layer():
+  # nn.Sequential inside a block (`layers_i/mlp/layers_j`): the MLP's parts, not more layers.
+  paths = ["embed/embedding"] + [f"layers_{i}/mlp/layers_{j}/kernel" for i in range(3)
+                                 for j in (0, 2)]
+  lm = quiet_layers(tree_of(paths))
+  assert [lm[f"layers_{i}/mlp/layers_2/kernel"].layer for i in range(3)] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("module, out", [
+    ("embeddings", "reverse_embeddings"), ("token_embedding", "reverse_embeddings"),
+    ("embeddings", "unembed"), ("embedder", "output_projection"), ("embeddings", "lm_head")])
+def test_an_output_projection_inside_the_embedding_module_is_the_head(module, out):
+  paths = [f"{module}/table", f"{module}/{out}/kernel", "ln_f/scale"] + [
+      f"layers/{i}/w" for i in range(2)]
+  lm = quiet_layers(tree_of(paths))
+  assert lm[f"{module}/table"] == Placement("embedding")
+  assert lm[f"{module}/{out}/kernel"] == Placement("head")
+
+
+def test_a_shared_relative_position_bias_gets_ratio_one():
+  # BEiT's shared `rel_pos_bias` (used by every layer): ratio 1, as get_num_layer_for_vit.
+  paths = ["cls_token", "rel_pos_bias/relative_position_bias_table", "norm/scale"] + [
+      f"blocks/{i}/attn/qkv/kernel" for i in range(2)]
+  lm = quiet_layers(tree_of(paths))
+  assert lm["rel_pos_bias/relative_position_bias_table"] == Placement("ratio", ratio=1.0)
+
+
+def test_a_shared_relative_position_table_is_not_the_embedding_stage():
+  # DeBERTa(-v2/v3): `encoder/rel_embeddings` is read by the attention of every layer (the
+  # disentangled relative positions), so it is the shared bias of BEiT, not an input
+  # embedding, although its name holds `embed`; the word table stays the embedding stage.
+  paths = ["embeddings/word_embeddings/embedding", "encoder/rel_embeddings/embedding",
+           "pooler/dense/kernel"] + [
+      f"encoder/layer/{i}/attention/self/query_proj/kernel" for i in range(2)]
+  # DeBERTa's `encoder/LayerNorm` (it normalizes the relative table) says nothing of its
+  # side of the layers: refused by name, not guessed.
+  with pytest.raises(path_rule.LayerRuleError, match="encoder/LayerNorm/scale"):
+    quiet_layers(tree_of(paths + ["encoder/LayerNorm/scale"]))
+  lm = quiet_layers(tree_of(paths))
+  assert lm["encoder/rel_embeddings/embedding"] == Placement("ratio", ratio=1.0)
+  assert lm["embeddings/word_embeddings/embedding"] == Placement("embedding")
+  assert lm["encoder/layer/1/attention/self/query_proj/kernel"] == Placement("layer", layer=1)

@@ -190,14 +190,18 @@ def test_auto_does_not_misfire():
   # is not stacked.
   params = {"embed": {"embedding": jnp.zeros((3, 2))},
             "layers": {"0": {"w": jnp.zeros((3, 3))}, "2": {"w": jnp.zeros((3, 3))}},
-            "other": {"layers": {"w": jnp.zeros((5, 3))}}}
+            "pooler": {"layers": {"w": jnp.zeros((5, 3))}}}
   g = optax_ldl.LayerDecay(layerwise_decay=0.5, n_layers=3).plan(params)
   ratios = {name: g.ratio(name) for name in g.labels}
   assert ratios == {"embed/embedding": 0.0625, "layers/0/w": 0.125, "layers/2/w": 0.5,
-                    "other/layers/w": 1.0}
+                    "pooler/layers/w": 1.0}
   assert {n: p.kind for n, p in g.placements.items()} == {
       "embed/embedding": "embedding", "layers/0/w": "layer", "layers/2/w": "layer",
-      "other/layers/w": "head"}
+      "pooler/layers/w": "head"}
+  # A container the role vocabulary does not name is refused by name, never stacked or guessed.
+  params["other"] = params.pop("pooler")
+  with pytest.raises(path_rule.LayerRuleError, match=r"(?s)no row of the rule.*other/layers/w"):
+    optax_ldl.LayerDecay(layerwise_decay=0.5, n_layers=3).plan(params)
   # With decay 1, every ratio is 1 whether or not a leaf is read as stacked.
   g = optax_ldl.LayerDecay(layerwise_decay=1.0, n_layers=3).plan(
       {"layers": {"w": jnp.zeros((3, 2))}})

@@ -12,6 +12,7 @@ from jax import lax
 from optax_ldl._src.layer_map import Placement
 from optax_ldl._src.trace.entry import abstract_leaves, float_leaves
 from optax_ldl._src.trace.overrides import check_overrides, resolve
+from optax_ldl._src.trace.period import period_units
 from optax_ldl._src.trace.place import Flow, between_layers, embedded_in, entries
 from optax_ldl._src.trace.stacks import (
     TracedStack,
@@ -20,7 +21,14 @@ from optax_ldl._src.trace.stacks import (
     number_stacks,
     span,
 )
-from optax_ldl._src.trace.units import families, parts_of_layers, pattern_name, repeats, select
+from optax_ldl._src.trace.units import (
+    families,
+    parts_of_layers,
+    pattern_name,
+    repeats,
+    select,
+    unnumbered,
+)
 from optax_ldl._src.trace.walk import Walker, applications, bits, mask_of
 
 F = jax.ShapeDtypeStruct((4, 4), jnp.float32)
@@ -83,6 +91,19 @@ def test_walk_of_a_scan_records_its_stacked_leaf_and_its_two_walks():
   assert [(leaf, t) for leaf, t, _ in w.consumptions] == [(0, 0), (0, 2)]
 
 
+def test_walk_of_a_fori_loop_records_the_leaf_its_counter_indexes():
+  # fori_loop(0, 3) is a scan whose body reads ws[i] with its counter i: ws is stacked on
+  # axis 0 (loop 0), the slice is ws itself (no application), the dot applies it.
+  def f(ws, x):
+    return lax.fori_loop(0, 3, lambda i, h: lax.tanh(lax.dot(h, ws[i])), x)
+
+  w = _walk(f, jax.ShapeDtypeStruct((3, 4, 4), jnp.float32), X)
+  assert w.stacked == {0: (0, 0)} and w.indexed == {0}
+  assert w.scans[0]["length"] == 3 and len(w.scans[0]["ranges"]) == 2
+  assert {leaf for leaf, _, _ in w.consumptions} == {0}
+  assert all(m == 0b11 for _, _, m in w.consumptions)  # no loop counter bit recorded
+
+
 # The numbered units of the tree.
 
 _NAMES = ["embed", "head/w", "layers_0/b", "layers_0/w", "layers_1/b", "layers_1/w"]
@@ -109,10 +130,25 @@ def test_families_of_numbered_children_are_composite():
   assert fams[("blocks", "*")]["blocks/0"]["composite"]
 
 
+def test_unnumbered_and_a_number_inside_a_flat_key():
+  assert unnumbered("h_3/ln_1/w") == "h/ln/w"
+  assert unnumbered("layer/0/t5_layer_norm_4/weight") == "layer/#/t_layer_norm/weight"
+  assert unnumbered("t5_layer_norm/weight") == "t_layer_norm/weight"  # counter 0: no suffix
+  names = ["stack0_block0_1_conv/k", "stack0_block1_1_conv/k", "stack1_block0_1_conv/k",
+           "stack1_block0_0_conv/k"]
+  fams = families(names, [0, 1, 2, 3], [((3, 3), "float32")] * 4)
+  # stack*: units stack0 and stack1; stack*_block*: four blocks; the block's parts _0, _1.
+  assert {m: info["leaves"] for m, info in fams[("stack*_block*",)].items()} == {
+      "stack0_block0": [0], "stack0_block1": [1], "stack1_block0": [2, 3]}
+  assert fams[("stack*_block*",)]["stack1_block0"]["chain"] == ("stack1",)
+  assert set(fams) == {("stack*",), ("stack*_block*",), ("stack*_block*_*",)}
+
+
 def test_pattern_name():
   assert pattern_name(("layers_*",)) == "layers"
   assert pattern_name(("encoder", "blocks", "*")) == "encoder/blocks"
   assert pattern_name(("stage", "block*")) == "stage/block"
+  assert pattern_name(("transformer", "resblocks.*")) == "transformer/resblocks"
 
 
 def test_repeats_allows_a_few_extra_leaves_in_one_member():
@@ -124,10 +160,26 @@ def test_repeats_allows_a_few_extra_leaves_in_one_member():
 
 def test_parts_of_layers_when_a_skip_bypasses_two_inner_units():
   # blocks/0 holds conv_0 (leaf 0) and conv_1 (leaf 1): the units of blocks/0/conv_*.
-  outer = {"blocks/0": {"leaves": [0, 1]}}
-  inner = {"blocks/0/conv_0": {"leaves": [0]}, "blocks/0/conv_1": {"leaves": [1]}}
-  assert parts_of_layers(outer, inner, 2, [0b11])  # x + conv_1(conv_0(x))
-  assert not parts_of_layers(outer, inner, 2, [0b01])  # x + conv_0(x): conv_0 is a layer
+  # Each inner member lists the units that enclose it (its chain).
+  outer = {"blocks/0": {"leaves": [0, 1], "chain": ()}}
+  inner = {"blocks/0/conv_0": {"leaves": [0], "chain": ("blocks/0",)},
+           "blocks/0/conv_1": {"leaves": [1], "chain": ("blocks/0",)}}
+  assert parts_of_layers(outer, inner, [0b11])  # x + conv_1(conv_0(x))
+  assert not parts_of_layers(outer, inner, [0b01])  # x + conv_0(x): conv_0 is a layer
+
+
+def test_period_units_choose_the_phase_that_keeps_residual_branches_whole():
+  # Modules, first read in this order: e (embedding), then n_k (norm), a_k (attention) for
+  # k = 0, 1, 2, then f (final norm). The branches x + a_k(n_k(x)) hold n_k and a_k.
+  names = ["e/w", "n/s", "a/w", "n_1/s", "a_1/w", "n_2/s", "a_2/w", "n_3/s"]
+  shapes = [((5, 4), "f")] + [((4,), "f"), ((4, 4), "f")] * 3 + [((4,), "f")]
+  first_use = {i: i for i in range(8)}
+  skips = [mask_of([1, 2]), mask_of([3, 4]), mask_of([5, 6])]
+  units, unit_names, stack = period_units(names, list(range(8)), shapes, first_use, skips)
+  # (n, a) x 3 and (a, n) x 3 both repeat; only the first keeps each branch in one unit.
+  assert units == [[1, 2], [3, 4], [5, 6]]
+  assert unit_names[1] == "n_1 .. a_1" and stack == ""
+  assert period_units(names, list(range(8)), shapes, first_use, []) is None  # no branch
 
 
 # The stacks.
@@ -218,9 +270,11 @@ def _flow(stack):
 def test_between_layers_and_after_them():
   s = _stack("", [[0], [1]], [(0, 2), (5, 7)], leaves=0b11)
   flow = _flow(s)
-  assert between_layers([(3, 0b1000)], [], flow) == Placement("layer", "", layer=1)
-  assert between_layers([(9, 0b1000)], [], flow) == Placement("head")
-  assert between_layers([], [], flow) == Placement("head")
+  assert between_layers([(3, 0b1000)], [], flow) == (
+      Placement("layer", "", layer=1), "data flow: read between units 0 and 1 of ''")
+  assert between_layers([(9, 0b1000)], [], flow) == (
+      Placement("head"), "data flow: read after the last unit")
+  assert between_layers([], [], flow)[0] == Placement("head")
 
 
 def test_embedded_in_the_stack_whose_first_layer_it_enters():

@@ -15,6 +15,7 @@ import importlib.util
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -175,7 +176,8 @@ def test_one_adam_step_moves_each_leaf_by_its_ratio(name):
   grads = jax.tree_util.tree_map(np.ones_like, params)
   updates, _ = tx.update(grads, state, params)
   # Eager and jitted updates agree, and so does the path rule wherever it places the tree
-  # (its describe() rows are checked against the expectation above).
+  # (its describe() rows are checked against the expectation in
+  # test_path_rule_is_exact_or_raises).
   _assert_same_updates(name, "jit", updates, jax.jit(tx.update)(grads, state, params)[0])
   try:
     by_path = optax_ldl.adamwdl(LR, weight_decay=0.0, layerwise_decay=0.8)
@@ -185,6 +187,11 @@ def test_one_adam_step_moves_each_leaf_by_its_ratio(name):
   else:
     _assert_same_updates(name, "path rule, jit", updates,
                          jax.jit(by_path.update)(grads, path_state, params)[0])
+  # describe() with the traced map shows the ratios the update applies.
+  rows = optax_ldl.describe(params, layerwise_decay=0.8, layers=traced(name)).rows
+  described = {row.path: row.lr_ratio for row in rows if row.path in z.expected}
+  bad = _mismatches(described, expected_ratios(z, 0.8), 1e-6)
+  assert not bad, f"{name}: describe(layers=trace_layers(...)) differs on\n" + "\n".join(bad)
   new = float_paths(optax.apply_updates(params, updates))
   old = float_paths(params)
   want = expected_ratios(z, 0.8)
@@ -212,3 +219,39 @@ def _assert_same_updates(name, what, want, got):
          if not np.allclose(np.asarray(got[path], np.float64), np.asarray(want[path], np.float64),
                             rtol=1e-6, atol=0)]
   assert not bad, f"{name}: {what} updates differ from the eager traced-layers update on {bad[:4]}"
+
+
+def test_trace_reads_one_module_tree_across_flax_collections():
+  # HF Flax RegNet traced with its whole variables ({'params', 'batch_stats'}): a block's
+  # BatchNorm statistics sit in `batch_stats/<block>` beside its convolutions in
+  # `params/<block>`. The layers are the blocks, whatever collection holds their leaves.
+  # Expected from the architecture (RegNetConfig depths=[1, 2]): the embedder (stem) is the
+  # embedding stage; the blocks are numbered through the stages (stage 0 block 0 = layer 0,
+  # stage 1 blocks 0 and 1 = layers 1 and 2), shortcut included; the classifier is the head.
+  import re
+
+  import transformers
+
+  config = transformers.RegNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 2],
+                                     groups_width=8, num_labels=3)
+  model = transformers.FlaxRegNetForImageClassification(config, seed=0)
+  variables = model.params
+  assert set(variables) == {"params", "batch_stats"}
+  x = jnp.zeros((1, 3, 32, 32), jnp.float32)
+  lm = optax_ldl.trace_layers(lambda v, a: model(a, params=v), variables, x)
+  layer_of = {(0, 0): 0, (1, 0): 1, (1, 1): 2}
+  expected = {}
+  for path in float_paths(variables):
+    block = re.search(r"/stages/(\d+)/layers/(\d+)/", path)
+    if block:
+      expected[path] = optax_ldl.Placement(
+          "layer", layer=layer_of[int(block[1]), int(block[2])])
+    elif "/embedder/" in path:
+      expected[path] = optax_ldl.Placement("embedding")
+    else:
+      assert "/classifier/" in path, path
+      expected[path] = optax_ldl.Placement("head")
+  got = dict(lm.placements)
+  bad = {p: (str(got.get(p)), str(w)) for p, w in expected.items() if got.get(p) != w}
+  assert not bad and set(got) == set(expected), bad
+  assert dict(lm.depths) == {"": 3}

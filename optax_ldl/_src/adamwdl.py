@@ -13,7 +13,13 @@ from optax_ldl._src import checks
 from optax_ldl._src.layer_decay import LayerDecay
 from optax_ldl._src.layerwise import layerwise
 from optax_ldl._src.tree_names import floats_only
-from optax_ldl._src.weight_decay import check_mask, decay_mask_of, weight_decay_filter
+from optax_ldl._src.weight_decay import (
+    check_mask,
+    check_mults,
+    decay_mask_of,
+    group_decayed_weights,
+    weight_decay_filter,
+)
 
 __all__ = ("adamwdl", "weight_decay_filter")
 
@@ -37,6 +43,11 @@ def adamwdl(
     parameters: Any = None,
     stacked: Any = "auto",
     layers: Any = None,
+    floor: jax.typing.ArrayLike | None = None,
+    stages: Any = None,
+    layer_schedule: Any = None,
+    weight_decay_mults: Any = None,
+    weight_decay_at_base_rate: bool = False,
     debug_checks: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""AdamW with layer-wise learning-rate decay (PaddleNLP's ``AdamWDL``).
@@ -112,6 +123,28 @@ def adamwdl(
       ``layers_i``).
     layers: a :class:`optax_ldl.LayerMap` from :func:`optax_ldl.trace_layers`
       (the layers read from the model's data flow); replaces the path rule.
+    floor: instead of ``layerwise_decay``, the embeddings' ratio, in
+      ``(0, 1]``: a stack of depth :math:`L` decays by
+      :math:`\text{floor}^{1/(L+1)}` (the same recipe at any depth).
+    stages: one ratio per stage instead of per layer (mmengine's
+      ``stage_wise``): ``k`` layers per stage, or the layers of each stage
+      bottom to top, e.g. ``(3, 3, 9, 3)``.
+    layer_schedule: each layer's ratio multiplied by a function of the step
+      (:func:`optax_ldl.gradual_unfreezing`, :func:`optax_ldl.backbone_ramp`,
+      :func:`optax_ldl.freeze`; see :func:`optax_ldl.layerwise`). While a
+      layer's multiplier is 0 its moments keep tracking its gradients, so the
+      first steps after it starts are Adam's steady-state steps (no
+      bias-correction spike), and its weight decay is off too.
+    weight_decay_mults: weight decay multipliers per group, as data: a list of
+      ``(key, multiplier)`` pairs (or a dict), the first matching key winning:
+      ``"embedding"``, ``"head"``, ``"layer"`` (placements), ``"norm"``,
+      ``"bias"`` (roles read from the path name), a layer index, or a regular
+      expression of the path name; unmatched leaves keep 1. Applies where the
+      mask decays.
+    weight_decay_at_base_rate: ``False`` (Paddle's semantics, the default):
+      the decay is scaled by the layer's lr ratio like the rest of the update;
+      ``True`` (big_vision's): every layer decays at ``weight_decay`` (times its
+      multiplier), whatever its ratio; a ratio of 0 (a frozen layer) still stops it.
     debug_checks: also check, at run time, the hyperparameters that are JAX
       arrays (set through ``optax.inject_hyperparams``, where a jitted update
       sees only tracers): each ``update`` runs ``jax.experimental.checkify``
@@ -132,13 +165,17 @@ def adamwdl(
                       ("weight_decay", weight_decay)):
     checks.hyperparameter(owner, kind, value)
   checks.flag(owner, "debug_checks", debug_checks)
+  checks.flag(owner, "weight_decay_at_base_rate", weight_decay_at_base_rate)
+  mults = check_mults(owner, weight_decay_mults)
   config = LayerDecay.of(None, owner, layerwise_decay=layerwise_decay, n_layers=n_layers,
                          rule=set_param_lr_fun, name_dict=name_dict, stacked=stacked,
-                         layers=layers)
+                         layers=layers, floor=floor, stages=stages)
   tx = adamw_layerwise(
       owner, learning_rate, b1, b2, eps, weight_decay, config,
       apply_decay_param_fun=apply_decay_param_fun, mask=mask, grad_clip=grad_clip,
-      lazy_mode=lazy_mode, multi_precision=multi_precision, parameters=parameters)
+      lazy_mode=lazy_mode, multi_precision=multi_precision, parameters=parameters,
+      layer_schedule=layer_schedule, weight_decay_mults=mults,
+      weight_decay_at_base_rate=weight_decay_at_base_rate)
   if not debug_checks:
     return tx
   hyperparams = {"learning_rate": learning_rate, "b1": b1, "b2": b2, "eps": eps,
@@ -165,6 +202,9 @@ def adamw_layerwise(
     lazy_mode: Any,
     multi_precision: Any,
     parameters: Any,
+    layer_schedule: Any = None,
+    weight_decay_mults: Any = None,
+    weight_decay_at_base_rate: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   """The chain behind :func:`adamwdl` and ``AdamWDL``, its numbers already checked by ``owner``.
 
@@ -182,13 +222,16 @@ def adamw_layerwise(
       *([] if grad_clip is None else [grad_clip]),
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
       # weight_decay passed checks.hyperparameter: a real scalar (or an array scalar).
-      optax.add_decayed_weights(cast(optax.ScalarOrSchedule, weight_decay), decay_mask),
+      optax.add_decayed_weights(cast(optax.ScalarOrSchedule, weight_decay), decay_mask)
+      if weight_decay_mults is None and not weight_decay_at_base_rate else
+      group_decayed_weights(weight_decay, decay_mask, config, weight_decay_mults,
+                            bool(weight_decay_at_base_rate)),
       optax.scale_by_learning_rate(learning_rate),
   )
   return layerwise(
       tx, config, lazy_mode=lazy_mode, multi_precision=multi_precision,
       parameters=parameters, extra_check=lambda params: check_mask(owner, decay_mask, params),
-      owner=owner,
+      layer_schedule=layer_schedule, owner=owner,
   )
 
 

@@ -9,11 +9,12 @@ import jax
 import numpy as np
 
 from optax_ldl._src import checks
+from optax_ldl._src import layer_schedules as sched
 from optax_ldl._src.adamwdl import adamwdl
 from optax_ldl._src.layer_decay import LayerDecay
 from optax_ldl._src.layer_map import Placement
 from optax_ldl._src.plan import LayerPlan
-from optax_ldl._src.tree_names import is_float, natural_key, path_name
+from optax_ldl._src.tree_names import floats_only, is_float, natural_key, path_name
 from optax_ldl._src.weight_decay import check_mask, decay_mask_of
 
 
@@ -63,6 +64,10 @@ class Description(NamedTuple):
     weight_decay_known: ``False`` when describe was given a
       :class:`optax_ldl.LayerDecay` and no weight-decay argument: the weight
       decay is then the wrapped optimizer's, and the column shows ``-``.
+    layer_schedule: path name -> when its layer schedule lets it train
+      (``"from 200"``, ``"ramp 100..199"``, ``"never"``; a stacked leaf: one per
+      slice), empty without a ``layer_schedule``; the rows' ``lr_ratio`` are
+      then the ratios at ``step``, as the optimizer applies them there.
   """
 
   rows: list[Row]
@@ -70,6 +75,16 @@ class Description(NamedTuple):
   step: int
   schedule: bool = False
   weight_decay_known: bool = True
+  layer_schedule: dict[str, str] = {}  # noqa: RUF012 - a NamedTuple default, never mutated.
+
+  def _ratio_header(self) -> str:
+    return f"lr ratio@{self.step}" if self.layer_schedule else "lr ratio"
+
+  def _schedule_header(self) -> list[str]:
+    return ["schedule"] if self.layer_schedule else []
+
+  def _schedule_cells(self, path: str) -> list[str]:
+    return [self.layer_schedule.get(path, "-")] if self.layer_schedule else []
 
   def _lr_header(self) -> list[str]:
     if self.lr is None:
@@ -101,10 +116,12 @@ class Description(NamedTuple):
     return [_fmt(tuple(lr * x for x in ratio) if isinstance(ratio, tuple) else lr * ratio, ".4g")]
 
   def __str__(self) -> str:
-    header = ["path", "shape", "dtype", "layer", "lr ratio", *self._lr_header(), "weight decay"]
+    header = ["path", "shape", "dtype", "layer", self._ratio_header(), *self._lr_header(),
+              "weight decay", *self._schedule_header()]
     lines = [
         [r.path, str(r.shape), r.dtype, str(r.layer), _fmt(r.lr_ratio, ".6g"),
-         *self._lr_cells(r.lr_ratio), self._decay_cell(r.weight_decay)]
+         *self._lr_cells(r.lr_ratio), self._decay_cell(r.weight_decay),
+         *self._schedule_cells(r.path)]
         for r in self.rows
     ]
     n_params = sum(int(np.prod(r.shape)) for r in self.rows)
@@ -140,7 +157,8 @@ class Description(NamedTuple):
 
   def summary(self) -> str:
     """One line per layer group: leaves, parameters, lr ratio(s), lr, weight decay."""
-    header = ["group", "leaves", "params", "lr ratio", *self._lr_header(), "weight decay"]
+    header = ["group", "leaves", "params", self._ratio_header(), *self._lr_header(),
+              "weight decay", *self._schedule_header()]
     lines = []
     for layer, rows in self.groups():
       ratios = sorted({r.lr_ratio for r in rows},
@@ -152,8 +170,16 @@ class Description(NamedTuple):
           _fmt(ratio, ".6g") if ratio is not None else "mixed",
           *(self._lr_cells(ratio) if ratio is not None else ([] if self.lr is None else ["-"])),
           f"{decayed}/{len(rows)}" if self.weight_decay_known else "-",
+          *self._group_schedule(rows),
       ])
     return "\n".join([_table(header, lines), *self._notes()])
+
+
+  def _group_schedule(self, rows: list[Row]) -> list[str]:
+    if not self.layer_schedule:
+      return []
+    cells = sorted({self.layer_schedule.get(r.path, "-") for r in rows})
+    return [cells[0] if len(cells) == 1 else "mixed"]
 
 
 def _table(header: list[str], lines: list[list[str]]) -> str:
@@ -238,7 +264,8 @@ def describe(
     params: the parameter tree (arrays or ``jax.ShapeDtypeStruct`` s).
     decay: a :class:`optax_ldl.LayerDecay`; then ``adamwdl_kwargs`` must not
       repeat its fields.
-    step: the step at which a learning-rate schedule is read.
+    step: the step at which a learning-rate schedule and a ``layer_schedule``
+      are read.
     **adamwdl_kwargs: arguments of :func:`optax_ldl.adamwdl`.
 
   Returns:
@@ -269,18 +296,41 @@ def describe(
   decays = _decayed(params, decay_mask,
                     checks.concrete_float(args["weight_decay"]) != 0.0)
   rows = sorted(_rows(params, plan, decays), key=lambda r: natural_key(r.path))
+  shown: dict[str, str] = {}
+  if args["layer_schedule"] is not None:
+    rows, shown = _scheduled_rows(owner, rows, params, config, args["layer_schedule"], step)
   # Given a LayerDecay alone (the configuration of layerwise(any optimizer)), the weight
   # decay is the wrapped optimizer's: shown as unknown unless an argument says it.
   decay_known = decay is None or bool(
       {"weight_decay", "mask", "apply_decay_param_fun"} & set(adamwdl_kwargs))
   return Description(rows, _lr_at(args["learning_rate"], step), step,
-                     callable(args["learning_rate"]), decay_known)
+                     callable(args["learning_rate"]), decay_known, shown)
+
+
+def _scheduled_rows(owner: str, rows: list[Row], params: Any, config: LayerDecay,
+                    schedule: Any, step: int) -> tuple[list[Row], dict[str, str]]:
+  """The rows with their ratios at ``step`` (as the optimizer computes them), and their windows."""
+  sched.check(owner, schedule)
+  floats = floats_only(params)
+  windows = sched.leaf_windows(schedule, sched.layer_map_for(owner, config.layer_map(floats)),
+                               floats)
+  factor = sched.factors(windows, step)
+  out = []
+  for r in rows:
+    if r.path not in factor:
+      out.append(r)
+      continue
+    # float32 products, as the transformation multiplies a float32 ratio by the factor.
+    at = np.asarray(r.lr_ratio, np.float32) * np.asarray(factor[r.path], np.float32)
+    ratio = tuple(float(x) for x in at) if isinstance(r.lr_ratio, tuple) else float(at)
+    out.append(r._replace(lr_ratio=ratio))
+  return out, {name: sched.window_text(w) for name, w in windows.items()}
 
 
 # adamwdl's layer arguments -> the LayerDecay fields they set (describe takes adamwdl's).
 _LAYER_FIELDS = {"layerwise_decay": "layerwise_decay", "n_layers": "n_layers",
                  "set_param_lr_fun": "rule", "name_dict": "name_dict", "stacked": "stacked",
-                 "layers": "layers"}
+                 "layers": "layers", "floor": "floor", "stages": "stages"}
 _ADAMWDL = inspect.signature(adamwdl)
 
 

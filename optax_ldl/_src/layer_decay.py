@@ -54,9 +54,10 @@ def _hashable(x: Any) -> Any:
 
 def validate(owner: str, *, layerwise_decay: Any = 1.0, n_layers: Any = None,
              rule: Any = None, name_dict: Any = None, stacked: Any = "auto",
-             layers: Any = None) -> None:
+             layers: Any = None, floor: Any = None, stages: Any = None) -> None:
   """Checks the layer arguments, each error naming ``owner`` (the function the user called)."""
   checks.hyperparameter(owner, "layerwise_decay", layerwise_decay)
+  _check_floor_and_stages(owner, layerwise_decay, rule, floor, stages)
   checks.n_layers(owner, n_layers)
   checks.layer_rule(owner, rule)
   checks.name_dict(owner, name_dict)
@@ -80,6 +81,27 @@ def validate(owner: str, *, layerwise_decay: Any = 1.0, n_layers: Any = None,
           f"{owner}: n_layers={n_layers!r} disagrees with the layer map's depths {mapped}; "
           "with layers= the depths come from the map: drop n_layers."
       )
+
+
+def _check_floor_and_stages(owner: str, layerwise_decay: Any, rule: Any, floor: Any,
+                            stages: Any) -> None:
+  if floor is not None:
+    checks.hyperparameter(owner, "layerwise_decay", floor, "floor")
+    if not (isinstance(layerwise_decay, (int, float)) and layerwise_decay == 1.0):
+      raise ValueError(f"{owner}: floor={floor!r} sets the decay (floor ** (1 / (L + 1))); "
+                       f"pass floor or layerwise_decay={layerwise_decay!r}, not both.")
+  if stages is not None:
+    sizes = stages if isinstance(stages, (list, tuple)) else (stages,)
+    if not sizes or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1
+                        for k in sizes):
+      raise ValueError(
+          f"{owner}: stages must be None, an int >= 1 (layers per stage: chunks of k "
+          "layers from the bottom) or a list of ints >= 1 (the layers of each stage, "
+          f"bottom to top), got {stages!r}")
+  for arg, value in (("floor", floor), ("stages", stages)):
+    if value is not None and rule is not None and rule is not custom_rule.layerwise_lr_decay:
+      raise ValueError(f"{owner}: {arg} reads the layer plan, but set_param_lr_fun (a custom "
+                       "rule) gives ratios, not places: pass one of them.")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -112,6 +134,14 @@ class LayerDecay:
       :func:`optax_ldl.trace_layers`); it applies unchanged to any part of the
       model an optimizer is given (``optax.masked``/``optax.partition``,
       ``nnx.Optimizer(wrt=...)``, adapters).
+    floor: instead of ``layerwise_decay``, the embeddings' ratio: each stack
+      of depth :math:`L` then decays by :math:`\\text{floor}^{1/(L+1)}`, so a
+      recipe carries between a 12- and a 24-layer model.
+    stages: stage-wise grouping (mmengine's ``decay_type='stage_wise'``): one
+      ratio per stage instead of per layer: an int ``k`` (chunks of ``k``
+      layers from the bottom) or the layers of each stage, bottom to top
+      (ConvNeXt-T: ``(3, 3, 9, 3)``); the depth :math:`L` is then the number
+      of stages.
   """
 
   layerwise_decay: Any = 1.0
@@ -120,6 +150,8 @@ class LayerDecay:
   name_dict: Mapping[str, str] | None = None
   stacked: Any = "auto"
   layers: LayerMap | None = None
+  floor: Any = None
+  stages: Any = None
 
   def __post_init__(self):
     validate("LayerDecay", **self._fields())
@@ -165,7 +197,15 @@ class LayerDecay:
   def is_one(self) -> bool:
     """Whether the decay is the Python number 1 (every ratio is 1, for good)."""
     d = self.layerwise_decay
-    return isinstance(d, numbers.Real) and not isinstance(d, bool) and d == 1.0
+    return (isinstance(d, numbers.Real) and not isinstance(d, bool) and d == 1.0
+            and self.floor is None)
+
+  def _decaying(self) -> bool | None:
+    """Whether some ratio is below 1 (``None``: unknown, a traced decay)."""
+    if self.floor is not None:
+      return checks.concrete_float(self.floor) != 1.0
+    decay = checks.concrete_float(self.layerwise_decay)
+    return None if decay is None else decay != 1.0
 
   @property
   def runtime_depth(self) -> Any:
@@ -176,24 +216,24 @@ class LayerDecay:
     """
     return self.n_layers if isinstance(self.n_layers, jax.Array) else None
 
-  def layer_map(self, tree: Any) -> LayerMap | None:
+  def layer_map(self, tree: Any, owner: str = "adamwdl") -> LayerMap | None:
     """Where every float leaf of ``tree`` sits (``None`` under a custom rule).
 
     Cached per tree structure and shapes: the map depends on nothing else, and
-    an update traced after ``init`` reuses init's map.
+    an update traced after ``init`` reuses init's map. ``owner``: the function
+    the user called, named in the errors.
     """
     leaves, treedef = jax.tree.flatten(tree)
-    decay = checks.concrete_float(self.layerwise_decay)
-    key = (treedef, tuple(tuple(np.shape(x)) for x in leaves),
-           decay is not None and decay != 1.0, self.runtime_depth is None)
+    key = (treedef, tuple(tuple(np.shape(x)) for x in leaves), bool(self._decaying()),
+           self.runtime_depth is None)
     cache = self.__dict__.setdefault("_layer_maps", {})
     if key not in cache:
       if len(cache) >= _MAX_CACHED_MAPS:
         cache.clear()
-      cache[key] = self._compute_layer_map(tree)
+      cache[key] = self._compute_layer_map(tree, owner)
     return cache[key]
 
-  def _compute_layer_map(self, tree: Any) -> LayerMap | None:
+  def _compute_layer_map(self, tree: Any, owner: str) -> LayerMap | None:
     if self.rule is not None and self.rule is not custom_rule.layerwise_lr_decay:
       return None
     if self.layers is not None:
@@ -201,10 +241,9 @@ class LayerDecay:
     n_layers = None if self.runtime_depth is not None else self.n_layers
     if self.name_dict is not None:  # a missing entry is a mistake whatever the decay.
       _check_name_dict(self.name_dict, [name for name, _ in names_and_leaves(tree)])
-    decay = checks.concrete_float(self.layerwise_decay)
-    if decay is not None and decay != 1.0:
+    if self._decaying():
       return rules.path_layers(tree, n_layers=n_layers, name_dict=self.name_dict,
-                               stacked=self.stacked)
+                               stacked=self.stacked, owner=owner)
     # A decay of 1 gives every parameter ratio 1 whatever its layer: the layers are
     # shown by describe when the rule can read them, never an error or a warning. A
     # traced decay (optax.inject_hyperparams under jit) was a number at init, where a
@@ -221,7 +260,7 @@ class LayerDecay:
   def plan(self, tree: Any, owner: str = "LayerDecay") -> LayerPlan:
     """The :class:`LayerPlan` of the float leaves of ``tree`` (other leaves are left out)."""
     floats = floats_only(tree)
-    layer_map = self.layer_map(floats)
+    layer_map = self.layer_map(floats, owner)
     if layer_map is None:
       assert self.rule is not None
       labels, ratios, axes = custom_rule.custom_groups(
@@ -229,14 +268,14 @@ class LayerDecay:
           self.stacked)
       return LayerPlan(labels, ratios, dict.fromkeys(labels), axes,
                        dict.fromkeys(labels, "set_param_lr_fun (a custom rule)"))
-    return map_plan(floats, layer_map, self.layerwise_decay, self.runtime_depth)
+    return map_plan(floats, layer_map, self.layerwise_decay, self.runtime_depth,
+                    floor=self.floor, stages=self.stages)
 
   def check(self, params: Any, owner: str = "LayerDecay") -> LayerPlan:
     """Raises now what ``init`` would raise; returns the plan of ``params``."""
     _check_whole_model(owner, self, params)
     plan = self.plan(params, owner)
-    decay = checks.concrete_float(self.layerwise_decay)
-    if decay is None or decay == 1.0 or not plan.placements:
+    if not self._decaying() or not plan.placements:
       return plan
     placed = [p for p in plan.placements.values() if p is not None]
     if placed and not any(p.kind in ("layer", "embedding") for p in placed):

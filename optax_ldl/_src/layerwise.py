@@ -10,10 +10,12 @@ import numpy as np
 import optax
 
 from optax_ldl._src import checks, wrappers
+from optax_ldl._src import layer_schedules as sched
 from optax_ldl._src.layer_decay import LayerDecay
 from optax_ldl._src.layer_map import LayerMap
 from optax_ldl._src.scale import scale_by_plan
 from optax_ldl._src.structure_checks import with_checks
+from optax_ldl._src.tree_names import floats_only, path_name
 
 
 def layerwise(
@@ -29,6 +31,9 @@ def layerwise(
     name_dict: Mapping[str, str] | None = None,
     stacked: Any = "auto",
     layers: LayerMap | None = None,
+    floor: Any = None,
+    stages: Any = None,
+    layer_schedule: sched.LayerSchedule | None = None,
     extra_check: Callable[[Any], None] | None = None,
     owner: str = "layerwise",
 ) -> optax.GradientTransformationExtraArgs:
@@ -64,6 +69,15 @@ def layerwise(
     name_dict: see :class:`optax_ldl.LayerDecay`.
     stacked: see :class:`optax_ldl.LayerDecay`.
     layers: see :class:`optax_ldl.LayerDecay`.
+    floor: see :class:`optax_ldl.LayerDecay`.
+    stages: see :class:`optax_ldl.LayerDecay`.
+    layer_schedule: a multiplier of each layer's ratio as a function of the
+      step (:func:`optax_ldl.gradual_unfreezing`, :func:`optax_ldl.backbone_ramp`,
+      :func:`optax_ldl.freeze`); ``None``: the fixed ratios. While a place's
+      multiplier is 0, ``inner`` still sees its gradients (Adam's moments stay
+      warm) and its update is multiplied by 0; leaves frozen for good with
+      ``freeze(..., keep_state=False)`` get no ``inner`` state
+      (``optax.masked``).
     extra_check: a further check of the params, run with the others.
     owner: the name errors and warnings give (the alias that called this).
 
@@ -71,14 +85,18 @@ def layerwise(
     An ``optax.GradientTransformationExtraArgs``.
   """
   config = LayerDecay.of(decay, owner, layerwise_decay=layerwise_decay, n_layers=n_layers,
-                         rule=rule, name_dict=name_dict, stacked=stacked, layers=layers)
+                         rule=rule, name_dict=name_dict, stacked=stacked, layers=layers,
+                         floor=floor, stages=stages)
   if not (callable(getattr(inner, "init", None)) and callable(getattr(inner, "update", None))):
     raise TypeError(f"{owner}: inner must be an optax transformation, got {inner!r}")
   checks.flag(owner, "lazy_mode", lazy_mode)
   checks.flag(owner, "multi_precision", multi_precision)
+  sched.check(owner, layer_schedule)
   if parameters is not None:
     _check_parameters(owner, parameters)
-  tx = optax.chain(inner, scale_by_plan(config))
+  if layer_schedule is not None:
+    inner = _stateless_where_frozen(inner, config, layer_schedule)
+  tx = optax.chain(inner, scale_by_plan(config, layer_schedule))
   if lazy_mode:
     tx = wrappers.lazy_rows(tx)
   if multi_precision:
@@ -93,6 +111,32 @@ def layerwise(
       wrappers.warn_half_precision(params, owner)
 
   return with_checks(tx, check, parameters, owner)
+
+
+def _stateless_where_frozen(inner: optax.GradientTransformation, config: LayerDecay,
+                            schedule: sched.LayerSchedule) -> optax.GradientTransformation:
+  """``inner`` under ``optax.masked``, off the leaves frozen for good, if the schedule has any.
+
+  Their updates pass through the mask as the gradients and are then multiplied by
+  0; ``inner`` keeps no state for them (``optax.MaskedNode``).
+  """
+  if not _drops_state(schedule):
+    return inner
+
+  def trained(tree: Any) -> Any:
+    floats = floats_only(tree)
+    layer_map = sched.layer_map_for("layer_schedule", config.layer_map(floats))
+    frozen = sched.frozen_names(schedule, layer_map, floats)
+    return jax.tree_util.tree_map_with_path(lambda p, _: path_name(p) not in frozen, tree)
+
+  return optax.masked(inner, trained)
+
+
+def _drops_state(schedule: sched.LayerSchedule) -> bool:
+  """Whether some part of ``schedule`` is a ``freeze(..., keep_state=False)``."""
+  if isinstance(schedule, sched.Freeze):
+    return not schedule.keep_state
+  return any(_drops_state(part) for part in getattr(schedule, "parts", ()))
 
 
 def _check_parameters(owner: str, parameters: Any) -> None:

@@ -16,11 +16,12 @@ import jax.core  # jax.core.Tracer: jax imports it, but type checkers need it na
 import jax.numpy as jnp
 import optax
 
-from optax_ldl._src import checks, clipping
+from optax_ldl._src import checks, clipping, layer_schedules
 from optax_ldl._src.adamwdl import adamw_layerwise
 from optax_ldl._src.custom_rule import Param, call_rule, layerwise_lr_decay
 from optax_ldl._src.layer_decay import LayerDecay
 from optax_ldl._src.schedules import inverse_sqrt_schedule
+from optax_ldl._src.weight_decay import check_mults
 
 __all__ = ("AdamWDL", "ClipGradByGlobalNorm", "ClipGradByNorm", "ClipGradByValue",
            "InverseSquareRootSchedule", "Param", "call_rule", "layerwise_lr_decay")
@@ -166,7 +167,10 @@ class AdamWDL(optax.GradientTransformationExtraArgs):
   transformation; ``name`` is accepted and kept as ``.name``. ``n_layers``
   keeps Paddle's default 12; when the tree shows another depth a
   ``UserWarning`` names both. It survives ``copy``, ``deepcopy`` and
-  ``pickle`` (it is rebuilt from its arguments, :attr:`arguments`).
+  ``pickle`` (it is rebuilt from its arguments, :attr:`arguments`). What Paddle
+  does not have (``floor``, ``stages``, a layer schedule, weight-decay
+  multipliers, decay at the base rate) is added with :meth:`with_options`, so
+  the constructor keeps Paddle's signature.
 
   >>> import jax.numpy as jnp
   >>> opt = AdamWDL(learning_rate=InverseSquareRootSchedule(100, 5e-4),
@@ -196,27 +200,89 @@ class AdamWDL(optax.GradientTransformationExtraArgs):
       name_dict: Mapping[str, str] | None = None,
       name: str | None = None,
   ):
-    owner = "AdamWDL"
-    for kind, arg, value in (("learning_rate", "learning_rate", learning_rate),
-                             ("b1", "beta1", beta1), ("b2", "beta2", beta2),
-                             ("eps", "epsilon", epsilon), ("weight_decay", "weight_decay",
-                                                           weight_decay)):
-      checks.hyperparameter(owner, kind, value, arg)
-    config = LayerDecay.of(None, owner, layerwise_decay=layerwise_decay, n_layers=n_layers,
-                           rule=set_param_lr_fun, name_dict=name_dict)
-    tx = adamw_layerwise(
-        owner, learning_rate, beta1, beta2, epsilon, weight_decay, config,
-        apply_decay_param_fun=apply_decay_param_fun, mask=None, grad_clip=grad_clip,
-        lazy_mode=lazy_mode, multi_precision=multi_precision, parameters=parameters)
-    self = super().__new__(cls, tx.init, tx.update)
     arguments = dict(
         learning_rate=learning_rate, beta1=beta1, beta2=beta2, epsilon=epsilon,
         parameters=parameters, weight_decay=weight_decay,
         apply_decay_param_fun=apply_decay_param_fun, grad_clip=grad_clip, lazy_mode=lazy_mode,
         multi_precision=multi_precision, layerwise_decay=layerwise_decay, n_layers=n_layers,
         set_param_lr_fun=set_param_lr_fun, name_dict=name_dict, name=name)
-    object.__setattr__(self, "_arguments", arguments)
+    return cls._build(arguments, {})
+
+  @classmethod
+  def _build(cls, arguments: dict[str, Any], options: dict[str, Any]) -> AdamWDL:
+    a, o = arguments, {**_NO_OPTIONS, **options}
+    learning_rate, beta1, beta2, epsilon, weight_decay = (
+        a["learning_rate"], a["beta1"], a["beta2"], a["epsilon"], a["weight_decay"])
+    owner = "AdamWDL"
+    for kind, arg, value in (("learning_rate", "learning_rate", learning_rate),
+                             ("b1", "beta1", beta1), ("b2", "beta2", beta2),
+                             ("eps", "epsilon", epsilon), ("weight_decay", "weight_decay",
+                                                           weight_decay)):
+      checks.hyperparameter(owner, kind, value, arg)
+    layer_schedules.check(owner, o["layer_schedule"])
+    checks.flag(owner, "weight_decay_at_base_rate", o["weight_decay_at_base_rate"])
+    mults = check_mults(owner, o["weight_decay_mults"])
+    config = LayerDecay.of(None, owner, layerwise_decay=a["layerwise_decay"],
+                           n_layers=a["n_layers"], rule=a["set_param_lr_fun"],
+                           name_dict=a["name_dict"], floor=o["floor"], stages=o["stages"])
+    tx = adamw_layerwise(
+        owner, learning_rate, beta1, beta2, epsilon, weight_decay, config,
+        apply_decay_param_fun=a["apply_decay_param_fun"], mask=None, grad_clip=a["grad_clip"],
+        lazy_mode=a["lazy_mode"], multi_precision=a["multi_precision"],
+        parameters=a["parameters"], layer_schedule=o["layer_schedule"],
+        weight_decay_mults=mults,
+        weight_decay_at_base_rate=bool(o["weight_decay_at_base_rate"]))
+    self = super().__new__(cls, tx.init, tx.update)
+    object.__setattr__(self, "_arguments", dict(arguments))
+    object.__setattr__(self, "_options", dict(o))
     return self
+
+  def with_options(self, **options: Any) -> AdamWDL:
+    r"""This optimizer with options that Paddle's ``AdamWDL`` lacks (:func:`optax_ldl.adamwdl`'s).
+
+    A method, so that the constructor keeps Paddle's signature; options not
+    given keep their values (:attr:`options`), errors name ``AdamWDL`` and the option:
+
+    >>> import optax_ldl
+    >>> opt = AdamWDL(learning_rate=1e-3, n_layers=12).with_options(
+    ...     floor=0.1, layer_schedule=optax_ldl.gradual_unfreezing(100))
+
+    Args:
+      **options: ``floor`` (the embeddings' ratio, in ``(0, 1]``, instead of
+        ``layerwise_decay``: the decay is :math:`\text{floor}^{1/(n+1)}` with
+        :math:`n` = ``n_layers``), ``stages`` (one ratio per stage: an int, or
+        the layers of each stage bottom to top), ``layer_schedule``
+        (:func:`optax_ldl.gradual_unfreezing`, :func:`optax_ldl.backbone_ramp`,
+        :func:`optax_ldl.freeze`), ``weight_decay_mults`` (multipliers per
+        group, as data) and ``weight_decay_at_base_rate`` (``True``: the decay
+        is not scaled by the layer's ratio). ``floor`` and ``stages`` read the
+        layer plan: not with a custom ``set_param_lr_fun``.
+
+    Returns:
+      A new :class:`AdamWDL` with the same constructor arguments.
+    """
+    unknown = sorted(set(options) - set(_NO_OPTIONS))
+    if unknown:
+      raise TypeError(f"AdamWDL.with_options: unknown option(s) {unknown}; the options are "
+                      f"{sorted(_NO_OPTIONS)} (Paddle's arguments go to the constructor)")
+    return type(self)._build(self.arguments, {**self.options, **options})
+
+  def with_layer_schedule(self, layer_schedule: Any) -> AdamWDL:
+    """``self.with_options(layer_schedule=layer_schedule)``.
+
+    ``AdamWDL(..., layerwise_decay=0.8).with_layer_schedule(optax_ldl.gradual_unfreezing(100))``.
+    """
+    return self.with_options(layer_schedule=layer_schedule)
+
+  @property
+  def options(self) -> dict[str, Any]:
+    """The options of :meth:`with_options`, defaults filled in."""
+    return dict(self._options)  # pyright: ignore[reportAttributeAccessIssue]
+
+  @property
+  def layer_schedule(self) -> Any:
+    """The layer schedule (:meth:`with_options`), or ``None``."""
+    return self._options["layer_schedule"]  # pyright: ignore[reportAttributeAccessIssue]
 
   @property
   def arguments(self) -> dict[str, Any]:
@@ -230,7 +296,7 @@ class AdamWDL(optax.GradientTransformationExtraArgs):
   def __reduce__(self) -> Any:
     if getattr(self, "_replaced", False):  # its functions are not its arguments' any more.
       return (optax.GradientTransformationExtraArgs, (self.init, self.update))
-    return (_rebuild, (self.arguments,))
+    return (_rebuild, (self.arguments, self.options))
 
   def __copy__(self) -> AdamWDL:
     return self
@@ -246,6 +312,7 @@ class AdamWDL(optax.GradientTransformationExtraArgs):
     new = tuple.__new__(type(self), (fields.get("init", self.init),
                                      fields.get("update", self.update)))
     object.__setattr__(new, "_arguments", self._arguments)  # pyright: ignore
+    object.__setattr__(new, "_options", self._options)  # pyright: ignore
     object.__setattr__(new, "_replaced", True)
     return new
 
@@ -263,5 +330,10 @@ class AdamWDL(optax.GradientTransformationExtraArgs):
     return float(lr)
 
 
-def _rebuild(arguments: dict[str, Any]) -> AdamWDL:
-  return AdamWDL(**arguments)
+# What AdamWDL.with_options takes, and its defaults (adamwdl's).
+_NO_OPTIONS: dict[str, Any] = dict(floor=None, stages=None, layer_schedule=None,
+                                   weight_decay_mults=None, weight_decay_at_base_rate=False)
+
+
+def _rebuild(arguments: dict[str, Any], options: dict[str, Any]) -> AdamWDL:
+  return AdamWDL._build(arguments, options)  # noqa: SLF001 - its own module.

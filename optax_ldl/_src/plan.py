@@ -87,13 +87,50 @@ def _loudness(decay: Any, depth: Any, needed: int) -> Any:
   return loud
 
 
-def map_plan(tree: Any, layer_map: LayerMap, decay: Any, depth: Any = None) -> LayerPlan:
+def stage_sizes(stages: Any, depth: int) -> list[int]:
+  """The layers of each stage, bottom to top, for a stack of ``depth`` layers."""
+  if isinstance(stages, (list, tuple)):
+    sizes = [int(k) for k in stages]
+    if sum(sizes) != depth:
+      raise ValueError(f"stages={list(stages)!r} hold {sum(sizes)} layers, but the stack has "
+                       f"{depth}: give the layers of each stage, summing to {depth}, or an "
+                       "int (layers per stage).")
+    return sizes
+  k = int(stages)
+  return [k] * (depth // k) + ([depth % k] if depth % k else [])
+
+
+def _staged(exponent: int, depth: int, stages: Any) -> tuple[int, int]:
+  """(the exponent, the depth) counted in stages instead of layers."""
+  sizes = stage_sizes(stages, depth)
+  n = len(sizes)
+  if exponent == 0:
+    return 0, n
+  if exponent == depth + 1:
+    return n + 1, n
+  layer, bottom = depth - exponent, 0
+  for stage, size in enumerate(sizes):
+    bottom += size
+    if layer < bottom:
+      return n - stage, n
+  raise AssertionError(layer)
+
+
+def map_plan(tree: Any, layer_map: LayerMap, decay: Any, depth: Any = None, *,
+             floor: Any = None, stages: Any = None) -> LayerPlan:
   """One group per power of the decay (a stacked leaf: one ratio per slice).
 
   ``depth``: a runtime layer count (an array, ``optax.inject_hyperparams``)
   replacing the map's, one stack only; the groups are then labelled by the
   distance to the top of the stack, which does not depend on the count.
+  ``floor``: the embeddings' ratio, replacing ``decay`` by ``floor ** (1 / (L + 1))``
+  per stack of depth ``L`` (in stages with ``stages``). ``stages``: one ratio per
+  stage (see :class:`optax_ldl.LayerDecay`).
   """
+  if (floor is not None or stages is not None) and depth is not None:
+    raise ValueError(f"n_layers is an array ({depth!r}): floor and stages need the depth "
+                     "known when the optimizer is built (optax.inject_hyperparams(..., "
+                     "static_args=('n_layers',))).")
   if depth is not None and len(layer_map.depths) > 1:
     raise ValueError(
         f"n_layers is an array ({depth!r}) but the tree has {len(layer_map.depths)} stacks "
@@ -107,6 +144,10 @@ def map_plan(tree: Any, layer_map: LayerMap, decay: Any, depth: Any = None) -> L
     """The label and the exponent of slice ``j`` of ``name``."""
     exponent = layer_map.exponent(name, j)
     assert exponent is not None
+    if stages is not None and place.kind != "head":
+      exponent, _ = _staged(exponent, map_depth[place.stack], stages)
+    if floor is not None and place.kind != "head":
+      return f"{place.stack}:decay^{exponent}", exponent
     if depth is None or place.kind == "head":
       return f"decay^{exponent}", exponent
     offset = map_depth[place.stack] - exponent  # the count minus this, at run time.
@@ -116,6 +157,17 @@ def map_plan(tree: Any, layer_map: LayerMap, decay: Any, depth: Any = None) -> L
   ratios: dict[str, Any] = {}
   placements: dict[str, Placement | None] = {}
   axes: dict[str, int | None] = {}
+  def base(place: Placement) -> Any:
+    """The decay of the place's stack: ``floor ** (1 / (L + 1))`` with ``floor``."""
+    if floor is None or place.kind == "head":
+      return decay
+    levels = map_depth[place.stack]
+    if stages is not None:
+      levels = len(stage_sizes(stages, levels))
+    return floor ** (1.0 / (levels + 1))
+
+  if floor is not None:
+    loud = _loudness(floor, None, 0)
   for name, x in names_and_leaves(tree):
     place = layer_map[name]
     placements[name], axes[name] = place, place.axis
@@ -128,11 +180,11 @@ def map_plan(tree: Any, layer_map: LayerMap, decay: Any, depth: Any = None) -> L
       label = "stacked_axis" + str(place.axis) + "_" + ",".join(lbl for lbl, _ in slices)
       if label not in ratios:
         ratios[label] = stacks.StackedRatio(
-            stacks.ratio_vector([_power(decay, e, loud) for _, e in slices]), place.axis)
+            stacks.ratio_vector([_power(base(place), e, loud) for _, e in slices]), place.axis)
     else:
       label, exponent = power(name, place)
       if label not in ratios:
-        ratios[label] = _power(decay, exponent, loud)
+        ratios[label] = _power(base(place), exponent, loud)
     labels[name] = label
   notes = dict(layer_map.evidence)
   return LayerPlan(labels, ratios, placements, axes,

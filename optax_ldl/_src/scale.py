@@ -17,10 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optax_ldl._src import layer_schedules as sched
 from optax_ldl._src import stacked_ratio as stacks
 from optax_ldl._src.layer_decay import LayerDecay
 from optax_ldl._src.layer_map import LayerMap
 from optax_ldl._src.plan import LayerPlan
+from optax_ldl._src.tree_names import floats_only, path_name
 
 
 class ScaleByLayerRatioState(NamedTuple):
@@ -46,6 +48,18 @@ class ScaleByLayerRatioState(NamedTuple):
   ratios: dict[str, jax.Array] | None
 
 
+class ScaleByLayerScheduleState(NamedTuple):
+  """State of :func:`scale_by_layer_ratio` given a ``layer_schedule``.
+
+  Attributes:
+    ratios: as :attr:`ScaleByLayerRatioState.ratios`.
+    count: the number of updates made (int32): the step the schedule reads.
+  """
+
+  ratios: dict[str, jax.Array] | None
+  count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride] - optax's name for it.
+
+
 def config_key(config: LayerDecay) -> str:
   """The state's key: the configuration its ratios were made with (``"decay@0.8"``, ...).
 
@@ -67,6 +81,11 @@ def config_key(config: LayerDecay) -> str:
   if config.layers is not None:
     depths = ",".join(f"{s or '_'}:{d}" for s, d in config.layers.depths)
     parts.append(f"layers@{len(config.layers)}leaves:{depths}")
+  if config.floor is not None:
+    floor = config.floor
+    parts.append(f"floor@{'injected' if isinstance(floor, jax.Array) else repr(floor)}")
+  if config.stages is not None:
+    parts.append(f"stages@{config.stages!r}".replace(" ", ""))
   return "|".join(parts)
 
 
@@ -181,6 +200,9 @@ def scale_by_layer_ratio(
     name_dict: Mapping[str, str] | None = None,
     stacked: Any = "auto",
     layers: LayerMap | None = None,
+    floor: Any = None,
+    stages: Any = None,
+    layer_schedule: sched.LayerSchedule | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   """Multiplies each update by its parameter's layer-wise lr ratio.
 
@@ -210,17 +232,24 @@ def scale_by_layer_ratio(
     name_dict: see :class:`optax_ldl.LayerDecay`.
     stacked: see :class:`optax_ldl.LayerDecay`.
     layers: see :class:`optax_ldl.LayerDecay`.
+    floor: see :class:`optax_ldl.LayerDecay`.
+    stages: see :class:`optax_ldl.LayerDecay`.
+    layer_schedule: a multiplier of each ratio as a function of the step
+      (:func:`optax_ldl.gradual_unfreezing`, ...); the state then counts the
+      steps (:class:`ScaleByLayerScheduleState`).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
   """
+  sched.check("scale_by_layer_ratio", layer_schedule)
   config = LayerDecay.of(decay, "scale_by_layer_ratio", layerwise_decay=layerwise_decay,
                          n_layers=n_layers, rule=rule, name_dict=name_dict, stacked=stacked,
-                         layers=layers)
-  return scale_by_plan(config)
+                         layers=layers, floor=floor, stages=stages)
+  return scale_by_plan(config, layer_schedule)
 
 
-def scale_by_plan(config: LayerDecay) -> optax.GradientTransformationExtraArgs:
+def scale_by_plan(config: LayerDecay, schedule: sched.LayerSchedule | None = None
+                  ) -> optax.GradientTransformationExtraArgs:
   """:func:`scale_by_layer_ratio` of an already checked configuration."""
   float_dtype = jax.dtypes.canonicalize_dtype(jnp.float64)  # float32 unless x64.
 
@@ -260,4 +289,54 @@ def scale_by_plan(config: LayerDecay) -> optax.GradientTransformationExtraArgs:
 
     return jax.tree.map(scale, updates, plan.label_tree(updates)), state
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)  # pyright: ignore[reportArgumentType]
+  if schedule is None:  # the fixed-ratio program, unchanged.
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)  # pyright: ignore[reportArgumentType]
+  return _scheduled(config, schedule, init_fn, stores, key, float_dtype)
+
+
+def _scheduled(config: LayerDecay, schedule: sched.LayerSchedule, init_fn: Any, stores: bool,
+               key: str, float_dtype: Any) -> optax.GradientTransformationExtraArgs:
+  """The transformation whose ratios are multiplied by ``schedule``'s at the state's count.
+
+  The inner optimizer runs unchanged: while a place's multiplier is 0 its update
+  (learning rate and weight decay included) is multiplied by 0, and its
+  optimizer state keeps tracking the gradients, warm when it starts to train.
+  """
+
+  def windows(tree: Any) -> dict[str, np.ndarray]:
+    layer_map = sched.layer_map_for("layer_schedule", config.layer_map(floats_only(tree)))
+    return sched.leaf_windows(schedule, layer_map, floats_only(tree))
+
+  def init_fn_s(params):
+    if type(params).__name__ != "_ParamsPlaceholder":
+      windows(params)  # a schedule that does not fit the tree is refused at init.
+    return ScaleByLayerScheduleState(init_fn(params).ratios, jnp.zeros([], jnp.int32))
+
+  def update_fn_s(updates, state, params=None, **extra_args):
+    del params, extra_args
+    plan = config.plan(updates)
+    stored = _stored_ratios(ScaleByLayerRatioState(state.ratios), key, plan, float_dtype
+                            ) if stores else {}
+    factor = sched.factors(windows(updates), state.count)
+
+    def scale(path, u):
+      name = path_name(path)
+      label = plan.labels[name]
+      ratio, m = plan.ratios[label], factor[name]
+      if label in stored:
+        r = stored[label] * m
+      elif isinstance(ratio, stacks.StackedRatio):
+        r = stacks.broadcast_ratio(jnp.asarray(ratio.ratios) * m, ratio.axis, jnp.ndim(u))
+      elif isinstance(ratio, jax.Array):
+        r = ratio * m
+      elif ratio == 0:
+        r = ratio
+      else:  # a static ratio of 1.
+        r = m
+      return stacks.times_ratio(u, r)
+
+    return (jax.tree_util.tree_map_with_path(scale, updates),
+            ScaleByLayerScheduleState(state.ratios,
+                                      jnp.asarray(optax.safe_increment(state.count))))
+
+  return optax.GradientTransformationExtraArgs(init_fn_s, update_fn_s)  # pyright: ignore[reportArgumentType]

@@ -1,4 +1,4 @@
-"""Which parameters get weight decay: the recommended filter, and the mask adamwdl builds."""
+"""Weight decay per parameter: the recommended filter, the mask, and multipliers per group."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
-from optax_ldl._src.tree_names import path_name
+from optax_ldl._src import stacked_ratio as stacks
+from optax_ldl._src.tree_names import floats_only, path_name
 
 _NO_DECAY_LEAVES = frozenset({"bias", "b", "scale"})
 # torchvision/timm BatchNorm and GroupNorm modules: bn, bn1, bn_2, gn1 (``layer1.0.bn1.weight``).
@@ -105,3 +108,113 @@ def check_mask(owner: str, mask: Any, params: Any) -> None:
   bad = [x for x in jax.tree.leaves(mask) if not isinstance(x, (bool, np.bool_))]
   if bad:
     raise ValueError(f"{owner}: {source}'s leaves must be bools, got {bad[0]!r}")
+
+
+_ROLES = ("embedding", "head", "layer", "norm", "bias")
+
+
+def role_matches(key: Any, name: str, place: Any) -> bool:
+  """Whether a ``weight_decay_mults`` key matches a leaf (slice) placed at ``place``.
+
+  A key is a placement kind (``"embedding"``, ``"head"``, ``"layer"``), a role read
+  from the path name (``"norm"``, ``"bias"``: as :func:`weight_decay_filter` reads
+  them), a layer index (an int), or else a regular expression searched in the path name.
+  """
+  if isinstance(key, int):
+    return place is not None and place.kind == "layer" and place.layer == key
+  if key in ("embedding", "head", "layer"):
+    return place is not None and place.kind == key
+  keys = [k for k in re.split(r"[/.]", name.lower()) if k]
+  keys = keys[:-1] if keys and keys[-1] == "value" else keys
+  if key == "bias":
+    return bool(keys) and keys[-1] in ("bias", "b")
+  if key == "norm":
+    return not weight_decay_filter(name) and not (keys and keys[-1] in ("bias", "b")) and any(
+        "norm" in k or k.startswith("ln") or _BATCH_OR_GROUP_NORM.fullmatch(k) for k in keys)
+  return re.search(key, name) is not None
+
+
+def check_mults(owner: str, mults: Any) -> tuple[tuple[Any, float], ...] | None:
+  """``weight_decay_mults`` as ``((key, multiplier), ...)``; an error naming it otherwise."""
+  if mults is None:
+    return None
+  pairs = list(mults.items()) if isinstance(mults, dict) else mults
+  accepted = ("weight_decay_mults must be a list of (key, multiplier) pairs (or a dict), the "
+              f"first matching key winning: key one of {list(_ROLES)}, a layer index (int "
+              ">= 0) or a regular expression of the path name; multiplier a number >= 0")
+  if isinstance(pairs, (str, bytes)) or not isinstance(pairs, (list, tuple)):
+    raise TypeError(f"{owner}: {accepted}; got {mults!r}")
+  out = []
+  for pair in pairs:
+    ok = isinstance(pair, (list, tuple)) and len(pair) == 2
+    key, mult = pair if ok else (None, None)
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+      ok = ok and key >= 0
+      key = int(key)
+    elif isinstance(key, str):
+      try:
+        re.compile(key)
+      except re.error:
+        ok = False
+    else:
+      ok = False
+    ok = ok and isinstance(mult, (int, float, np.integer, np.floating)) and not isinstance(
+        mult, bool) and 0 <= float(mult) < float("inf")
+    if not ok:
+      raise ValueError(f"{owner}: {accepted}; got the entry {pair!r}")
+    out.append((key, float(mult)))  # pyright: ignore[reportArgumentType]
+  return tuple(out)
+
+
+def group_decayed_weights(weight_decay: Any, mask: Any, config: Any, mults: Any,
+                          at_base_rate: bool) -> Any:
+  """``optax.add_decayed_weights`` with a multiplier per leaf, optionally at the base rate.
+
+  Each decayed leaf adds ``weight_decay * c * p``, ``c`` the first matching
+  multiplier of ``mults`` (1 when none matches). At the base rate ``c`` is also
+  divided by the leaf's layer ratio, which the chain multiplies back afterwards:
+  the decay is then ``weight_decay * c * p`` whatever the layer ratio (big_vision's
+  semantics), and 0 where the ratio is 0.
+  """
+  def factor(name: str, place: Any, j: int | None) -> float:
+    if place is not None and j is not None and place.kind == "layer":
+      place = type(place)("layer", place.stack, place.layer + j)
+    for key, mult in mults or ():
+      if role_matches(key, name, place):
+        return mult
+    return 1.0
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError("weight_decay_mults: the update needs the params (tx.update(g, s, params))")
+    plan = config.plan(floats_only(params))
+    keep = mask(params) if callable(mask) else mask
+    keep = jax.tree.map(lambda _: True, params) if keep is None else keep
+    keep = jax.tree.map(lambda m, p: jax.tree.map(lambda _: m, p), keep, params)
+
+    def decay(path, u, p, on):
+      name = path_name(path)
+      if not on or name not in plan.labels:
+        return u
+      place, axis = plan.placements[name], plan.axes[name]
+      ratio = plan.ratios[plan.labels[name]]
+      if axis is not None:
+        n = int(np.shape(p)[axis])
+        c = jnp.asarray([factor(name, place, j) for j in range(n)])
+        if at_base_rate:
+          r = jnp.asarray(ratio.ratios)
+          c = jnp.where(r == 0, 0.0, c / jnp.where(r == 0, 1.0, r))
+        c = stacks.broadcast_ratio(c, axis, jnp.ndim(p))
+      else:
+        c = factor(name, place, None)
+        if at_base_rate:
+          c = jnp.where(ratio == 0, 0.0, c / jnp.where(ratio == 0, 1.0, ratio))
+      return u + stacks.times_ratio(p, jnp.asarray(weight_decay) * c)
+
+    return jax.tree_util.tree_map_with_path(decay, updates, params, keep), state
+
+  def init_fn(params):
+    del params
+    return optax.EmptyState()
+
+  return optax.GradientTransformation(init_fn, update_fn)

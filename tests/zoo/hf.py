@@ -31,7 +31,8 @@ def _patch_t5_clip():
   """transformers 4.57's Flax T5 calls ``jnp.clip(a_max=)``, which jax 0.10 removed."""
   from transformers.models.t5 import modeling_flax_t5 as t5
 
-  if isinstance(t5.jnp, types.ModuleType) and t5.jnp is jnp:
+  module_jnp = getattr(t5, "jnp")  # noqa: B009  (a private import of transformers)
+  if isinstance(module_jnp, types.ModuleType) and module_jnp is jnp:
 
     class _Jnp(types.ModuleType):
       def __getattr__(self, name):
@@ -41,7 +42,7 @@ def _patch_t5_clip():
       def clip(x, a_min=None, a_max=None, **kw):
         return jnp.clip(x, min=a_min, max=a_max, **kw)
 
-    t5.jnp = _Jnp("jnp")
+    setattr(t5, "jnp", _Jnp("jnp"))  # noqa: B010
 
 
 def _model(cls, config):

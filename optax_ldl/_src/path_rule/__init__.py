@@ -7,12 +7,16 @@ One table, :data:`RULES` (``table.py``), drives everything: :func:`classify`
 (scanned) layers and the ``stacked`` argument are read in ``stacks.py``, for the
 path rule and for a custom ``set_param_lr_fun`` alike.
 
-The rule never guesses silently: a tree it cannot place with confidence (several
-candidate layer families, numbered containers it did not use, 1-based numbering,
-a stage's own leaves between its blocks, a scanned container whose layer axis is
+The rule places a leaf only on positive evidence: inside one numbered layer of
+an identified family, or named by the role vocabulary of the table (an
+embedding-stage part, a post-stack part, a shared bias). It never guesses: a
+tree it cannot place with confidence (a leaf beside the layers that no row
+names, several candidate layer families, numbered containers it did not use,
+1-based or gapped numbering, nested numbering the structure does not prove, a
+stage's own leaves between its blocks, a scanned container whose layer axis is
 not clear) raises :class:`LayerRuleError`, which lists the paths in question and
 the one-line fixes (``layers=optax_ldl.trace_layers(...)``, ``name_dict``,
-``set_param_lr_fun``).
+``set_param_lr_fun``). Each placement records its evidence (the row and key).
 
 Paddle static names (dots, no ``/``: ``encoder.layers.3.linear1.weight``) get
 exactly PaddleNLP's ``layerwise_lr_decay``: ``encoder.layers.N`` is layer N, a
@@ -31,6 +35,7 @@ from optax_ldl._src.path_rule.stacks import (
 )
 from optax_ldl._src.path_rule.table import (
     FIXES,
+    OUTSIDE,
     RECOGNISED,
     RULES,
     LayerMatch,
@@ -44,6 +49,7 @@ from optax_ldl._src.path_rule.tree import path_layers
 __all__ = [
     "ACCEPTED",
     "FIXES",
+    "OUTSIDE",
     "RECOGNISED",
     "RULES",
     "LayerMatch",

@@ -2,12 +2,16 @@
 
 Phases of ``path_layers`` for the numbered layers: Paddle's ``encoder.layers.N``
 (:func:`paddle_layers`), the families of the rule table
-(:func:`number_families`: several only under distinct towers, nested stages
-numbered through, index 0 required) and the numbered containers left unused
-(:func:`unused_numbered`).
+(:func:`number_families`: several only under distinct towers, index 0
+required, nested stages or chunks numbered through when every chunk is numbered
+0..n-1 and, for the same key nested directly, its blocks hold the same leaves)
+and the numbered containers left unused (:func:`unused_numbered`). Each leaf's
+reason (the row and the key) is kept for the evidence.
 """
 
 from __future__ import annotations
+
+import re
 
 from optax_ldl._src.path_rule.leaves import (
     FoundStack,
@@ -17,8 +21,10 @@ from optax_ldl._src.path_rule.leaves import (
     placed_paths,
     stack_named,
 )
-from optax_ldl._src.path_rule.names import classify, is_digits, leaf_pos, tower_key
-from optax_ldl._src.path_rule.table import RULES, rows
+from optax_ldl._src.path_rule.names import classify, is_digits, role_hit, tower_key
+from optax_ldl._src.path_rule.table import RULES
+
+_AUTO_NUMBER = re.compile(r"_[0-9]+$")  # keras' per-model counter on a sublayer's name
 
 
 def paddle_layers(rest: list[Leaf], stacks: dict[str, FoundStack], notes: list[str]) -> bool:
@@ -33,6 +39,7 @@ def paddle_layers(rest: list[Leaf], stacks: dict[str, FoundStack], notes: list[s
   for lf in paddle:
     assert lf.match.layer is not None
     st.layers[lf.path] = lf.match.layer
+    st.why[lf.path] = f"Paddle rule: '{lf.match.key}'"
   others = [lf.path for lf in rest if RULES[lf.match.rule].kind == "paddle_other"
             and classify(lf.rule_name.replace(".", "/")).kind == "layer"]
   if others:
@@ -63,54 +70,122 @@ def number_families(layered: list[Leaf], stacks: dict[str, FoundStack],
                        "beside the layers?)", one_per_member(bad, layered)))
       return
   for family, lfs in families.items():
-    if any(len(lf.match.indices) == 2 for lf in lfs):
-      index = _nested_indices(family, lfs, problems)
-      if index is None:
-        continue
-    else:
+    if all(len(lf.match.indices) == 1 for lf in lfs):
       members = {lf.match.indices[0] for lf in lfs}
       if 0 not in members:
         problems.append((f"the family {family!r} has no layer 0 (numbered from "
                          f"{min(members)}: 1-based?)", [lf.path for lf in lfs]))
         continue
-      index = {lf.path: lf.match.indices[0] for lf in lfs}
-    stack_named(stacks, family).layers.update(index)
+      unproven = _unproven(family, lfs)
+      if unproven:
+        problems.append(unproven)
+        continue
+      index = {lf.path: (lf.match.indices[0], _row_said(lf)) for lf in lfs}
+    else:
+      index = _nested_indices(family, lfs, problems)
+      if index is None:
+        continue
+    st = stack_named(stacks, family)
+    for path, (i, why) in index.items():
+      st.layers[path] = i
+      st.why[path] = why
 
 
-def _nested_indices(family: str, lfs: list[Leaf], problems: Problems) -> dict[str, int] | None:
-  """Stage ``S``, block ``B`` numbered straight through the stages, or ``None`` (a problem)."""
-  nested = [lf for lf in lfs if len(lf.match.indices) == 2]
+def _row_said(lf: Leaf) -> str:
+  said = f"row '{RULES[lf.match.rule].name}' matched '{lf.match.key}'"
+  return said + (", members alike" if RULES[lf.match.rule].proof else "")
+
+
+def _unproven(family: str, lfs: list[Leaf]) -> tuple[str, list[str]] | None:
+  """For a row that needs proof (``Rule.proof``): why the family is not proven, or ``None``.
+
+  Proof: at least two members, numbered 0..n-1, each holding the same leaves
+  (names below the member and shapes; keras' auto-number suffixes ``_N`` aside,
+  since keras numbers sublayers across the whole model).
+  """
+  row = RULES[lfs[0].match.rule]
+  if not row.proof:
+    return None
+  held: dict[int, set[tuple[str, tuple[int, ...]]]] = {}
+  for lf in lfs:
+    tokens = lf.rule_name.split("/")
+    end = len(lf.match.family.split("/"))
+    rest = "/".join(_AUTO_NUMBER.sub("", t) for t in tokens[end:])
+    held.setdefault(lf.match.indices[0], set()).add((rest, lf.shape))
+  members = sorted(held)
+  if len(members) >= 2 and members == list(range(len(members))) and all(
+      held[m] == held[0] for m in members):
+    return None
+  return (f"the family {family!r} (row '{row.name}': a name that is evidence only with the "
+          f"structure) is not proven to be the layers: it needs two or more members numbered "
+          f"0..n-1 holding the same leaves (names and shapes); members {members}",
+          one_per_member([lf.path for lf in lfs], lfs))
+
+
+def _nested_indices(family: str, lfs: list[Leaf],
+                    problems: Problems) -> dict[str, tuple[int, str]] | None:
+  """Chunk (stage) ``C``, block ``B`` numbered straight through, or ``None`` (a problem).
+
+  A stage row of the table (``stages/S/layers/B``) is evidence enough; the same
+  numbered key nested directly (``blocks/C/blocks/B``) is flattened only when the
+  structure proves it: within each chunk, every block holds the same leaves
+  (names and shapes). Either way every chunk's blocks are numbered 0..n-1.
+  """
+  same_kind = RULES[lfs[0].match.rule].kind == "layer"
+  parts = "chunks" if same_kind else "stages"
+  nested = [lf for lf in lfs if len(lf.match.indices) >= 2]
   flat = [lf.path for lf in lfs if len(lf.match.indices) == 1]
   if flat:
-    problems.append((f"leaves of the stages of {family!r} outside their blocks (a "
-                     "downsample or merge between blocks: before or after them is not "
-                     "in the names)", flat))
+    problems.append((f"leaves of the {parts} of {family!r} outside their blocks (a downsample "
+                     "or merge between blocks: before or after them is not in the names)", flat))
     return None
+  deep = [lf.path for lf in nested if len(lf.match.indices) > 2]
   inner = {lf.match.inner for lf in nested}
-  if len(inner) > 1:
-    problems.append((f"the stages of {family!r} hold several block families "
-                     f"{sorted(inner)}", [lf.path for lf in nested]))
+  if deep or len(inner) > 1:
+    problems.append((f"the {parts} of {family!r} hold several block families {sorted(inner)} "
+                     "or blocks numbered more than two levels deep",
+                     deep or [lf.path for lf in nested]))
     return None
-  counts: dict[int, int] = {}
+  blocks: dict[int, set[int]] = {}
   for lf in nested:
-    s, b = lf.match.indices
-    counts[s] = max(counts.get(s, 0), b + 1)
-  starts = {s: {lf.match.indices[1] for lf in nested if lf.match.indices[0] == s}
-            for s in counts}
-  one_based = [lf.path for lf in nested if 0 not in starts[lf.match.indices[0]]]
-  if 0 not in counts or one_based:
-    problems.append((f"numbering of {family!r} that does not start at 0 (1-based?)",
-                     one_based or [lf.path for lf in nested]))
+    blocks.setdefault(lf.match.indices[0], set()).add(lf.match.indices[1])
+  gaps = [lf.path for lf in nested
+          if blocks[lf.match.indices[0]] != set(range(len(blocks[lf.match.indices[0]])))]
+  if set(blocks) != set(range(len(blocks))) or gaps:
+    problems.append((f"numbering of {family!r} that is not numbered 0..n-1 in every chunk "
+                     "(1-based, or with gaps?): the flat order is not proven",
+                     gaps or [lf.path for lf in nested]))
     return None
-  offset, acc = {}, 0
-  for s in sorted(counts):
-    offset[s] = acc
-    acc += counts[s]
-  index: dict[str, int] = {}
+  if same_kind:
+    unlike = _unlike_blocks(nested)
+    if unlike:
+      problems.append((f"blocks of {family!r} that do not all hold the same leaves (names "
+                       "and shapes) within a chunk: chunks of repeated blocks, or one layer "
+                       "made of numbered parts? (not proven)", unlike))
+      return None
+  sizes = [len(blocks[c]) for c in range(len(blocks))]
+  offsets = [sum(sizes[:c]) for c in range(len(sizes))]
+  index: dict[str, tuple[int, str]] = {}
   for lf in nested:
-    s, b = lf.match.indices
-    index[lf.path] = offset[s] + b
+    c, b = lf.match.indices
+    if same_kind:
+      how = f"{c}*{sizes[0]}+{b}" if len(set(sizes)) == 1 else f"{offsets[c]}+{b}"
+      why = f"nested '{lf.match.key}' flattened: {how}"
+    else:
+      why = f"{_row_said(lf)}, flattened: {offsets[c]}+{b}"
+    index[lf.path] = (offsets[c] + b, why)
   return index
+
+
+def _unlike_blocks(nested: list[Leaf]) -> list[str]:
+  """The paths of the chunks whose blocks differ in the leaves (names, shapes) they hold."""
+  content: dict[tuple[int, ...], set[tuple[str, tuple[int, ...]]]] = {}
+  for lf in nested:
+    tokens = lf.rule_name.split("/")
+    end = len(lf.match.family.split("/")) - 1 + len(lf.match.key.split("/"))
+    content.setdefault(lf.match.indices, set()).add(("/".join(tokens[end:]), lf.shape))
+  bad = {c for (c, _), held in content.items() if held != content[(c, 0)]}
+  return [lf.path for lf in nested if lf.match.indices[0] in bad]
 
 
 def unused_numbered(rest: list[Leaf], stacks: dict[str, FoundStack]) -> list[str]:
@@ -120,16 +195,10 @@ def unused_numbered(rest: list[Leaf], stacks: dict[str, FoundStack]) -> list[str
 
 
 def _under_unused_number(lf: Leaf) -> bool:
-  """A leaf outside the layers under an ``X/N`` container that no row places."""
-  tokens = lf.rule_name.split("/")
+  """A leaf outside the layers under an ``X/N`` container that no role row places first."""
   if "." in lf.rule_name and "/" not in lf.rule_name:
     return False  # a Paddle name
-  leaf = leaf_pos(tokens)
-  for i, token in enumerate(tokens):
-    for kind in ("head", "embedding"):
-      for _, row in rows(kind):
-        if (row.where != "leaf" or i == leaf) and row.regex.search(token):
-          return False
-    if is_digits(token):
-      return True
-  return False
+  tokens = lf.rule_name.split("/")
+  role = role_hit(tokens)
+  first = next((i for i, t in enumerate(tokens) if is_digits(t)), None)
+  return first is not None and (role is None or first < role[0])

@@ -43,6 +43,7 @@ class FoundStack:
   stacked: dict[str, int] = dataclasses.field(default_factory=dict)  # path -> axis
   length: int | None = None           # a stacked stack's axis length
   depth: int = 0
+  why: dict[str, str] = dataclasses.field(default_factory=dict, compare=False)  # the evidence
 
 
 def read_leaves(tree: Any, name_dict: Mapping[str, str] | None, owner: str) -> list[Leaf]:
@@ -111,13 +112,15 @@ def one_per_member(paths: list[str], layered: list[Leaf]) -> list[str]:
   return out
 
 
-def refuse(owner: str, problems: Problems) -> LayerRuleError:
-  """The error listing every problem with its paths, and the fixes."""
+def refuse(owner: str, problems: Problems, extra: str = "") -> LayerRuleError:
+  """The error listing every problem with its paths, then ``extra`` and the fixes."""
   lines = [f"{owner}: the default path rule cannot place these parameters with confidence "
            "(it never guesses):"]
   for title, paths in problems:
     lines.append(f"  - {title}:")
     lines += _show(paths)
+  if extra:
+    lines.append(extra)
   lines.append(FIXES)
   return LayerRuleError("\n".join(lines))
 

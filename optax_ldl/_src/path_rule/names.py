@@ -1,4 +1,4 @@
-"""One parameter name read with the rule table: a layer, the embeddings, a head, or other.
+"""One parameter name read with the rule table: a layer, the embeddings, a head, or no evidence.
 
 Also where the name says stacked (scanned) layers are (:func:`stack_container`),
 which tower a layer family is under (:func:`tower_key`) and the name the rule
@@ -15,6 +15,11 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from optax_ldl._src.path_rule.table import RULES, LayerMatch, Rule, rows
+
+# The role vocabulary, in table order: the only names placed outside the layers.
+_ROLE_ROWS = [(i, r) for i, r in enumerate(RULES)
+              if r.kind in ("head", "shared", "embedding") and r.where != "any"]
+_ANYWHERE = [(i, r) for i, r in enumerate(RULES) if r.where == "any"]
 
 
 def _paddle_index(name: str) -> int:
@@ -70,13 +75,15 @@ def leaf_pos(tokens: list[str]) -> int:
 
 
 def classify(name: str) -> LayerMatch:
-  """Places one parameter name: a layer, the embeddings, a head, or other.
+  """Places one parameter name: a layer, the embeddings, a head, or other (no evidence).
 
   Names without ``/`` that contain a ``.`` are Paddle static names and get
   exactly PaddleNLP's rule. Other names are tree paths, read key by key with
   the rows of :data:`RULES` (see :func:`rule_table_markdown`): a numbered layer
-  anywhere in the path wins (as in Paddle); else the first key from the root
-  that a head or embedding row matches; else ``"other"``.
+  anywhere in the path wins (as in Paddle); else an output projection anywhere
+  in the path (``lm_head``, ``reverse_embeddings``: the head); else the first key
+  from the root that a head, shared or embedding row matches; else ``"other"``
+  (no evidence: :func:`path_layers` refuses such a leaf beside layers).
 
   >>> classify('encoder.layers.3.linear1.weight').layer
   3
@@ -103,7 +110,8 @@ def classify(name: str) -> LayerMatch:
     if row.regex.search(name):
       if row.kind == "paddle_layer":
         n = _paddle_index(name)
-        return LayerMatch("layer", n, (n,), "encoder.layers", rule=r_i)
+        return LayerMatch("layer", n, (n,), "encoder.layers", rule=r_i,
+                          key=f"encoder.layers.{n}")
       return LayerMatch("embedding" if row.kind == "paddle_embedding" else "other", rule=r_i)
   return _path_match(name.split("/"))
 
@@ -141,12 +149,12 @@ def _path_match(tokens: list[str]) -> LayerMatch:
       if inner is not None:
         rel = "/".join(tokens[hit.member + 1:inner.pos] + [inner.stem])
         return LayerMatch("layer", None, (hit.number, inner.number), hit.stem_path, rel,
-                          rule=hit.rule)
+                          rule=hit.rule, key="/".join(tokens[hit.pos:inner.member + 1]))
       if row.inner is not None:  # `layers/S` without blocks: an ordinary layer row.
         plain = _layer_hit(tokens, i, ("layer",))
         if plain is not None:
           hit = plain
-    return LayerMatch("layer", hit.number, (hit.number,), hit.stem_path, rule=hit.rule)
+    return _same_kind_nesting(tokens, hit, body)
   stack = ""
   leaf = leaf_pos(tokens)
   for i in range(leaf):
@@ -154,14 +162,53 @@ def _path_match(tokens: list[str]) -> LayerMatch:
     if not is_digits(nxt) and any(r.regex.match(tokens[i]) for _, r in rows("stack")):
       stack = "/".join(tokens[:i + 1])
       break
+  role = role_hit(tokens)
+  if role is None:
+    return LayerMatch("other", stack=stack, rule=rows("other")[0][0])
+  pos, r_i = role
+  return LayerMatch(RULES[r_i].kind, stack=stack, rule=r_i, key=tokens[pos])
+
+
+def _same_kind_nesting(tokens: list[str], hit: _Hit, body: int) -> LayerMatch:
+  """Layer ``hit``, or chunk C, block B when the same numbered key follows it directly.
+
+  ``blocks/C/blocks/B``, ``layers_C/layers_B``: the indices ``(C, B[, ...])``,
+  which ``number_families`` flattens only when the structure proves it. A
+  numbered key under a named part of the layer (``layers_0/mlp/layers_1``, an
+  ``nn.Sequential`` inside a block) is a part of layer ``hit``.
+  """
+  found = [hit]
+  while found[-1].member + 1 < body:
+    inner = _layer_hit(tokens, found[-1].member + 1, ("layer",))
+    if inner is None or inner.stem != hit.stem:
+      break
+    found.append(inner)
+  key = "/".join(tokens[hit.pos:found[-1].member + 1])
+  if len(found) == 1:
+    return LayerMatch("layer", hit.number, (hit.number,), hit.stem_path, rule=hit.rule, key=key)
+  return LayerMatch("layer", None, tuple(h.number for h in found), hit.stem_path, hit.stem,
+                    rule=hit.rule, key=key)
+
+
+def role_hit(tokens: list[str]) -> tuple[int, int] | None:
+  """``(key index, row index)`` of the role row that places a path outside the layers, or None.
+
+  An output projection (``where="any"``) anywhere in the path wins; else the
+  first key from the root that a ``head``, ``shared`` or ``embedding`` row
+  matches (``"leaf"`` rows only at the parameter's own key).
+  """
+  for r_i, row in _ANYWHERE:
+    for i, token in enumerate(tokens):
+      if row.regex.search(token):
+        return i, r_i
+  leaf = leaf_pos(tokens)
   for i, token in enumerate(tokens):
-    for kind in ("head", "embedding"):
-      for r_i, row in rows(kind):
-        if row.where == "leaf" and i != leaf:
-          continue
-        if row.regex.search(token):
-          return LayerMatch(kind, stack=stack, rule=r_i)
-  return LayerMatch("other", stack=stack, rule=rows("other")[0][0])
+    for r_i, row in _ROLE_ROWS:
+      if row.where == "leaf" and i != leaf:
+        continue
+      if row.regex.search(token):
+        return i, r_i
+  return None
 
 
 def _inner_hit(tokens: list[str], outer: _Hit, row: Rule) -> _Hit | None:

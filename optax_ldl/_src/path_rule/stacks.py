@@ -241,7 +241,14 @@ def explicit_stacks(owner: str, leaves: list[Leaf], stacked: Any, n_given: int |
         )
       st.length = length
       st.stacked[leaf.path] = axis
+      st.why[leaf.path] = f"stacked explicitly: '{container}', {length} layers on axis {axis}"
   return [leaf for leaf in leaves if leaf.path not in explicit]
+
+
+def _stack_row(container: str) -> str:
+  """The name of the ``stack`` row that matches the container's last key."""
+  key = container.rsplit("/", 1)[-1]
+  return next((r.name for _, r in rows("stack") if r.regex.match(key)), "none")
 
 
 def _lone_zero_families(layered: list[Leaf]) -> dict[str, list[str]]:
@@ -317,6 +324,8 @@ def scan_bodies(layered: list[Leaf], rest: list[Leaf], stacked: Any,
     st.length = lfs[0].shape[0]
     for lf in lfs:
       st.stacked[lf.path] = 0
+      st.why[lf.path] = (f"stacked='auto': nn.scan body under '{container}', {st.length} "
+                         f"layers on axis 0 (row '{_stack_row(container)}')")
   return left
 
 
@@ -338,6 +347,8 @@ def auto_stacks(candidates: list[Leaf], stacks: dict[str, FoundStack],
       st.length = lengths.pop()
       for lf in lfs:
         st.stacked[lf.path] = 0
+        st.why[lf.path] = (f"stacked='auto': '{container}' holds {st.length} layers on axis 0 "
+                           f"(row '{_stack_row(container)}')")
     else:
       why = ("its leaves' axis-0 lengths differ "
              f"({sorted((lf.shape[0] if lf.shape else 'scalar') for lf in lfs)[:6]!s})"

@@ -3,10 +3,11 @@
 The forward pass ``fn(params, *args, **kwargs)`` is traced abstractly with
 :func:`jax.make_jaxpr` (nothing is compiled or run). Every float parameter leaf
 is followed through the equations (:mod:`.walk`); the layers are the repeated
-numbered units of the parameter tree (:mod:`.units`), numbered by first use, or
-the leaves a ``scan`` slices (:mod:`.stacks`); everything else is placed from
-where it runs (:mod:`.place`): before the first layer (the embedding stage),
-between two layers (the later one), after the last layer (the head).
+numbered units of the parameter tree (:mod:`.units`), numbered by first use, the
+leaves a loop slices (:mod:`.stacks`), or the periods of the data flow
+(:mod:`.period`); everything else is placed from where it runs (:mod:`.place`):
+before the first layer (the embedding stage), between two layers (the later one),
+after the last layer (the head). Every placement comes with its evidence.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from optax_ldl._src.layer_map import LayerMap
 from optax_ldl._src.trace.errors import OWNER, describe_value
 from optax_ldl._src.trace.overrides import check_overrides
 from optax_ldl._src.trace.place import place
+from optax_ldl._src.trace.units import module_comps
 from optax_ldl._src.trace.walk import Walker
 
 
@@ -87,6 +89,36 @@ def make_jaxpr(fn: Callable[..., Any], params: Any, example_args: tuple[Any, ...
         f"the example inputs; they may be arrays or jax.ShapeDtypeStruct)") from e
 
 
+def module_tree_names(names: list[str]) -> list[str]:
+  """The leaves' names inside one module tree held in several collections, else ``names``.
+
+  Flax's variables (``{'params': ..., 'batch_stats': ...}``) hold one module tree
+  in several collections: a BatchNorm's ``mean`` and ``var`` sit in
+  ``batch_stats/<module>`` beside its ``scale`` in ``params/<module>``. The units
+  are the modules, whatever collection holds their leaves: read apart, the
+  ``batch_stats`` family could be taken for the layers and a block's convolution,
+  read before its first statistic, placed before the block. The leading key is
+  dropped when the top level holds several collections, the names stay unique
+  without it, and every module of all but the largest collection is a module of
+  the largest (two towers, an encoder and a decoder, have modules of their own:
+  their names are kept).
+  """
+  if len(names) < 2 or any("/" not in n for n in names):
+    return names
+  inner = [n.split("/", 1)[1] for n in names]
+  if len(set(inner)) != len(inner):
+    return names
+  modules: dict[str, set[str]] = {}
+  for n, rest in zip(names, inner):
+    modules.setdefault(n.split("/", 1)[0], set()).add("/".join(module_comps(rest)))
+  if len(modules) < 2:
+    return names
+  main = max(modules, key=lambda c: len(modules[c]))
+  if all(mods <= modules[main] for c, mods in modules.items() if c != main):
+    return inner
+  return names
+
+
 def walk(closed: Any, abstract: list[Any], pinned: Mapping[int, Any]) -> tuple[Walker, int]:
   """The walker after its walk of the jaxpr, and the example inputs' bit.
 
@@ -127,8 +159,12 @@ def trace_layers(
   strings) are passed as they are.
 
   * **Layers**: the repeated units of the parameter tree, numbered siblings
-    ``X_N`` or numbered children ``X/N`` (list indices, haiku's ``block_N``
-    under ``~`` included) whose units have the same structure. Nested numbering
+    ``X_N``, numbered children ``X/N`` (list indices, haiku's ``block_N``
+    under ``~`` included) or a number inside a flat key (Keras'
+    ``stack0_block1_2_conv``, scenic's ``resblocks.3``) whose units have the same
+    structure: the same leaves, the numbers inside them aside (a norm counter
+    that runs through the whole model), of the same shapes (composite units: of
+    the same ranks, as a ResNet's stages widen). Nested numbering
     (``stages/S/blocks/B``) is flattened: the block is the layer, numbered
     straight through the stages. Numbered parts of one block are not layers: a
     residual branch (``x + f(x)``) that holds two of them (a ResNet basic block's
@@ -137,9 +173,19 @@ def trace_layers(
     A first layer with a few extra leaves (T5's relative attention bias in block
     0) still repeats the others. Layers are numbered from 0 in execution order
     (first use), not by their names. A numbered family whose units differ (a
-    ``Sequential`` head) is not a stack. A leaf a ``scan`` slices along an axis
-    (``nn.scan``, ``nnx.scan``) holds all the layers of a stack:
-    ``Placement('layer', stack, layer=0, axis=a)``, the depth is the scan length.
+    ``Sequential`` head) is not a stack. Where no family holds the layers whole
+    (only global auto-numbered names: ``linear``, ``linear_1``, ...,
+    ``layer_norm_7``), the layers are the periods of the data flow: the modules,
+    in the order they are first read, repeat along the residual stream, each
+    period holding its residual branches whole. A leaf a ``scan`` slices along
+    an axis (``nn.scan``, ``nnx.scan``), or that a ``scan`` / ``while_loop`` /
+    ``fori_loop`` body indexes with its counter (``w[i]``), holds all the layers
+    of a stack: ``Placement('layer', stack, layer=0, axis=a)``, the depth is the
+    scan length (a while loop's: the size of that axis). Any other loop body is
+    walked like a scan's: its first iteration reads the loop's input. One
+    module tree held in several collections (Flax variables:
+    ``{'params': ..., 'batch_stats': ...}``) is read as one: a module's leaves
+    are in its unit whatever collection holds them.
   * **Embedding stage**: a leaf outside the layers that is applied before them
     and whose result enters the first layer (token / position / patch
     embeddings, class tokens, stems, pre-norms). A leaf in the embedding stage of
@@ -160,8 +206,10 @@ def trace_layers(
     family's path (``params/encoder/layer``), ``''`` for a single stack. With
     ``numbering='continue'`` the stacks form one stack, numbered on across
     stacks in execution order (BART: encoder ``0..E-1``, decoder ``E..``).
-  * A leaf applied inside several layers (shared weights) is an error that
-    names the leaf and the layers, unless ``overrides`` places it. ALBERT's one
+  * A leaf read in the branches of several layers (shared weights), whatever
+    the order of the operations (``h @ w_i @ shared``, ``(h @ shared) @ w_i``),
+    is an error that names the leaf and the layers, unless ``overrides`` places
+    it. ALBERT's one
     layer, applied by every layer of the model, is refused the same way (named
     with its number of applications); ``overrides={its prefix: 0}`` makes it the
     only layer (layer 0 of 1), the leaves before it the embedding stage, the ones
@@ -198,7 +246,10 @@ def trace_layers(
     **example_kwargs: example keyword inputs.
 
   Returns:
-    A :class:`LayerMap` with every float leaf's :class:`Placement`.
+    A :class:`LayerMap` with every float leaf's :class:`Placement` and why it is
+    there (:meth:`LayerMap.why`, shown by ``describe(...).evidence()``): the unit
+    and stack and how the units were found, or where the leaf is read around them,
+    or ``'override'``.
 
   Raises:
     TypeError: ``fn`` is not callable or ``params`` is not a pytree of arrays.
@@ -217,4 +268,10 @@ def trace_layers(
   closed = make_jaxpr(fn, jax.tree_util.tree_unflatten(treedef, abstract), example_args,
                       example_kwargs)
   walker, data = walk(closed, abstract, pinned)
-  return place(walker, names, abstract, float_idx, pinned, numbering, data)
+  units = module_tree_names(names)
+  layer_map = place(walker, units, abstract, float_idx, pinned, numbering, data)
+  if units is names:
+    return layer_map
+  back = dict(zip(units, names))
+  return LayerMap.build({back[p]: pl for p, pl in layer_map.placements}, dict(layer_map.depths),
+                        {back[p]: why for p, why in layer_map.evidence})

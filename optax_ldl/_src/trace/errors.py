@@ -45,9 +45,10 @@ def no_layers_message(names: list[str], fams: Families, uses: Uses, free: list[i
         f"only layer: what runs before it gets the embedding ratio, what runs after it the "
         f"head's), or place every float leaf with overrides={{path or prefix: layer index | "
         f"'embedding' | 'head' | Placement}}.")
-  lines = [f"{OWNER}: found no layers (no numbered units X_N or X/N of the parameter tree "
-           "that repeat with the same structure and run one after the other, and no "
-           "parameter sliced by a scan)."]
+  lines = [f"{OWNER}: found no layers (no numbered units X_N, X/N or X<N>_ of the parameter "
+           "tree that repeat with the same structure and run one after the other, no "
+           "parameter sliced or indexed by a loop, and no modules repeating with a period "
+           "along the residual stream)."]
   numbered = [(p, m) for p, m in fams.items()]
   if numbered:
     shown = "; ".join(f"{'/'.join(p)}: {sorted(m)[:4]}{' ...' if len(m) > 4 else ''}"

@@ -28,6 +28,9 @@ from optax_ldl._src.trace.stacks import (
 from optax_ldl._src.trace.units import Families
 from optax_ldl._src.trace.walk import Uses, Walker, applications, bits, mask_of
 
+# A placement and why: the data-flow evidence ``describe(...).evidence()`` shows.
+Placed = tuple[Placement, str]
+
 
 @dataclasses.dataclass(frozen=True)
 class Flow:
@@ -104,11 +107,13 @@ def _deepest(stacks: list[TracedStack]) -> TracedStack:
   return max(stacks, key=lambda s: (s.depth, -s.start))
 
 
-def unit_leaf(i: int, name: str, flow: Flow, shared: list[str]) -> Placement:
+def unit_leaf(i: int, name: str, flow: Flow, shared: list[str]) -> Placed:
   """A leaf of a layer unit: that layer; noted in ``shared`` if later layers apply it too."""
   s, k = flow.owner[i]
   if s.scan:
-    return _layer(s, 0, flow.axes[i])
+    return (_layer(s, 0, flow.axes[i]),
+            f"data flow: layers 0..{s.depth - 1} of stack {s.name!r} on axis {flow.axes[i]} "
+            f"({s.family})")
   # Applied again after its own layer ended: shared with later layers.
   later = set()
   for t, m in flow.uses.get(i, ()):
@@ -118,26 +123,44 @@ def unit_leaf(i: int, name: str, flow: Flow, shared: list[str]) -> Placement:
       later.add(latest if where != "after" else f"{latest} or after it")
   if later:
     shared.append(f"{name!r} (in {s.unit_names[k]!r}) is also applied in {sorted(later)}")
-  return _layer(s, k)
+  return _layer(s, k), f"data flow: unit {k} of stack {s.name!r} ({s.family})"
+
+
+def _slots(s: TracedStack, applied: list[tuple[int, int]]) -> dict[int, str]:
+  """The units of ``s`` whose branch reads a leaf: ``{k: how it shows}``.
+
+  An application inside unit ``k`` (or bound for it: between units ``k - 1`` and
+  ``k``) is in unit ``k``; one before the stack reads in front of unit 0.
+  """
+  slots: dict[int, str] = {}
+  for t, m in applied:
+    where, k = s.where(t)
+    if (where == "in" and m & s.leaves) or where == "between":
+      slots[k] = s.unit_names[k]
+    elif where == "before":
+      slots.setdefault(0, f"before {s.unit_names[0]}")
+  return slots
 
 
 def applied_inside(name: str, uses: list[tuple[int, int]], flow: Flow, shared: list[str]
                    ) -> list[tuple[TracedStack, int]]:
   """The layers ``(stack, k)`` inside which a leaf is applied, one per stack at most.
 
-  A leaf applied inside several layers of a stack (every layer of a scan of two or
-  more) is noted in ``shared`` and gets no layer of that stack.
+  A leaf read in the branches of several layers of a stack, whatever the order of
+  the operations (``h @ w_k @ leaf``, ``(h @ leaf) @ w_k``; every layer of a scan of
+  two or more), is noted in ``shared`` and gets no layer of that stack.
   """
+  applied = [(t, m) for t, m in uses if m & flow.applied_mask]
   inside: list[tuple[TracedStack, int]] = []
   for s in flow.stacks:
-    ks = sorted({s.where(t)[1] for t, m in uses if m & flow.applied_mask
-                 and s.where(t)[0] == "in" and m & s.leaves})
+    ks = sorted({s.where(t)[1] for t, m in applied if s.where(t)[0] == "in" and m & s.leaves})
+    slots = {} if s.scan else _slots(s, applied)
     if s.scan and ks and s.depth >= 2:
       shared.append(f"{name!r} is applied inside every layer of the scanned stack "
                     f"{s.unit_label(0)!r}")
       ks = []
-    elif len(ks) >= 2:
-      shared.append(f"{name!r} is applied inside {[s.unit_names[j] for j in ks]}")
+    elif len(slots) >= 2:
+      shared.append(f"{name!r} is applied inside {[slots[k] for k in sorted(slots)]}")
       ks = []
     inside += [(s, k) for k in ks]
   return inside
@@ -162,7 +185,7 @@ def embedded_in(ents: list[tuple[int, int]], stacks: list[TracedStack]) -> Trace
 
 
 def between_layers(uses: list[tuple[int, int]], ents: list[tuple[int, int]], flow: Flow
-                   ) -> Placement:
+                   ) -> Placed:
   """Where a leaf runs: between layers ``k - 1`` and ``k`` of a stack -> layer ``k``; else the head.
 
   It runs at its first use in the flow or its first entry into the layers,
@@ -173,32 +196,40 @@ def between_layers(uses: list[tuple[int, int]], ents: list[tuple[int, int]], flo
   times = [t for t in (min(applied, default=None), ents[0][0] if ents else None)
            if t is not None]
   if not times:
-    return Placement("head")
+    return Placement("head"), "data flow: read by no layer and on no data"
   t0 = min(times)
+  several = False
   for s in flow.stacks:
     where, k = s.where(t0)
     entered = {s.where(tt)[1] for tt, mm in ents if mm & s.leaves
                and s.where(tt)[0] == "in"}
-    if where == "between" or (where == "in" and len(entered) == 1 and not s.scan):
-      return _layer(s, k)
-  return Placement("head")
+    if where == "between":
+      return _layer(s, k), f"data flow: read between units {k - 1} and {k} of {s.name!r}"
+    if where == "in" and len(entered) == 1 and not s.scan:
+      return _layer(s, k), f"data flow: its value enters unit {k} of {s.name!r} only"
+    several |= len(entered) >= 2
+  if several:  # BEiT's shared relative-position bias
+    return Placement("head"), "data flow: computed once outside the units, read by several"
+  return Placement("head"), "data flow: read after the last unit"
 
 
-def place_leaf(i: int, name: str, flow: Flow, shared: list[str]) -> Placement:
-  """The placement of free leaf ``i``; a shared use is noted in ``shared``."""
+def place_leaf(i: int, name: str, flow: Flow, shared: list[str]) -> Placed:
+  """The placement of free leaf ``i`` and why; a shared use is noted in ``shared``."""
   if i in flow.owner:
     return unit_leaf(i, name, flow, shared)
   uses = flow.uses.get(i, [])
   if not uses:
-    return Placement("head")
+    return Placement("head"), "data flow: never read by fn"
   inside = applied_inside(name, uses, flow, shared)
   if inside:
-    return _layer(*inside[0])
+    s, k = inside[0]
+    return _layer(s, k), f"data flow: read inside unit {k} of stack {s.name!r}"
   ents = sorted(flow.entries.get(i, []))
   if any(not m & flow.block for _, m in uses):  # also applied outside the layers
     emb = embedded_in(ents, flow.stacks)
     if emb is not None:
-      return Placement("embedding", emb.final_name)
+      return (Placement("embedding", emb.final_name),
+              f"data flow: read before unit 0 of {emb.name!r}")
   return between_layers(uses, ents, flow)
 
 
@@ -236,12 +267,15 @@ def place(w: Walker, names: list[str], abstract: list[Any], float_idx: list[int]
                                    data)
   if not stacks:
     if all(i in pinned for i in float_idx):
-      return LayerMap.build({names[i]: resolve(pinned[i], names[i], []) for i in float_idx})
+      return LayerMap.build({names[i]: resolve(pinned[i], names[i], []) for i in float_idx},
+                            evidence={names[i]: "override" for i in float_idx})
     stacks = [_stack_of_pinned_layers(pinned, names, fams, uses, first_use, free, data)]
   stacks, depths = number_stacks(stacks, numbering)
   flow = flow_of(w, stacks, uses, axes, free, data)
   shared: list[str] = []
-  placements = {names[i]: place_leaf(i, names[i], flow, shared) for i in free}
+  placed = {names[i]: place_leaf(i, names[i], flow, shared) for i in free}
+  placements = {name: p for name, (p, _) in placed.items()}
+  evidence = {name: why for name, (_, why) in placed.items()}
   if shared:
     raise ValueError(
         f"{OWNER}: shared weights: a leaf applied inside several layers has no single "
@@ -251,4 +285,5 @@ def place(w: Walker, names: list[str], abstract: list[Any], float_idx: list[int]
   deepest = _deepest(stacks)
   for i, spec in pinned.items():
     placements[names[i]] = resolve(spec, names[i], stacks, deepest)
-  return LayerMap.build(placements, depths)
+    evidence[names[i]] = "override"
+  return LayerMap.build(placements, depths, evidence)

@@ -1,8 +1,9 @@
 """The stacks of layers of a walked trace: their units, when each unit runs, their numbering.
 
-A stack is a scan (one unit whose leaves are stacked along an axis: all layers at
-once) or a chained run of one numbered family of the tree (unit ``k`` consumes
-what unit ``k - 1`` produced). Its units are placed in walk time by their
+A stack is a loop (one unit whose leaves are stacked along an axis: all layers at
+once), a chained run of one numbered family of the tree (unit ``k`` consumes what
+unit ``k - 1`` produced), or the periods of the data flow (:mod:`.period`) where no
+family holds the layers whole. Its units are placed in walk time by their
 applications, which is what locates every other leaf around them.
 """
 
@@ -15,7 +16,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from optax_ldl._src.trace.errors import OWNER
-from optax_ldl._src.trace.units import Families, common_prefix, families, pattern_name, select
+from optax_ldl._src.trace.period import period_units
+from optax_ldl._src.trace.units import (
+    Families,
+    common_prefix,
+    families,
+    family_label,
+    pattern_name,
+    select,
+)
 from optax_ldl._src.trace.walk import Uses, Walker, mask_of
 
 
@@ -34,6 +43,7 @@ class TracedStack:
     start: the time its first unit starts.
     offset: the index of its first layer (``numbering='continue'``).
     final_name: its name in the layer map (``''`` for a single or continued stack).
+    family: how its units were found, as the evidence shows it (``family 'layers_N'``).
   """
 
   name: str
@@ -46,6 +56,7 @@ class TracedStack:
   start: int = 0
   offset: int = 0
   final_name: str = ""
+  family: str = ""
 
   def where(self, t: int) -> tuple[str, int]:
     """('before', 0) | ('in', k) | ('between', k + 1) | ('after', depth)."""
@@ -64,11 +75,14 @@ class TracedStack:
     return self.unit_names[k] if not self.scan else f"{self.unit_names[0]} (scanned layers)"
 
 
-def span(s: TracedStack, uses: Uses, first_use: Mapping[int, int]) -> None:
+def span(s: TracedStack, uses: Uses, first_use: Mapping[int, int],
+         skips: tuple[list[int], list[int]] = ([], [])) -> None:
   """Sets the stack's leaf mask, its units' time intervals and its start.
 
   Unit ``k`` of a family runs from its first application to its last one before
-  unit ``k + 1`` starts (a scan's intervals are its walks).
+  unit ``k + 1`` starts, or to the add that closes a residual branch of its leaves
+  and of no other unit's (``skips``: the branches' masks and their adds' times),
+  whichever is later (a scan's intervals are its walks).
   """
   s.leaves = mask_of(i for unit in s.units for i in unit)
   if not s.scan:
@@ -77,14 +91,21 @@ def span(s: TracedStack, uses: Uses, first_use: Mapping[int, int]) -> None:
     for k, unit in enumerate(s.units):
       limit = starts[k + 1] if k + 1 < len(starts) else float("inf")
       end = max(t for i in unit for t, _ in uses.get(i, ()) if t < limit)
+      mine = mask_of(unit)
+      end = max([end, *(t for b, t in zip(*skips)
+                        if b & mine and not b & s.leaves & ~mine and end < t < limit)])
       intervals.append((starts[k], end))
     s.intervals = intervals
   s.start = s.intervals[0][0]
 
 
-def scanned_stacks(w: Walker, names: list[str], placeable: set[int]
+def scanned_stacks(w: Walker, names: list[str], shapes: list[Any], placeable: set[int]
                    ) -> tuple[list[TracedStack], dict[int, int]]:
-  """One stack per scan that slices ``placeable`` leaves, and each such leaf's layer axis."""
+  """One stack per loop that slices ``placeable`` leaves, and each such leaf's layer axis.
+
+  Its depth is the scan's length, or a while loop's (unknown to the trace) the size of
+  its leaves' layer axis.
+  """
   by_scan: dict[int, list[int]] = collections.defaultdict(list)
   for leaf, (scan_id, _) in w.stacked.items():
     if leaf in placeable:
@@ -104,10 +125,13 @@ def scanned_stacks(w: Walker, names: list[str], placeable: set[int]
     if len(leaves) == 1:
       common = common[:-1]
     scan = w.scans[scan_id]
+    depth = scan["length"] or max(shapes[i][0][axes[i]] for i in leaves)
+    how = ("indexed by a loop's counter" if any(i in w.indexed for i in leaves)
+           else "sliced by a scan")
     stacks.append(TracedStack(
         name="/".join(common) or f"scan{scan_id}", units=[sorted(leaves)],
-        unit_names=["/".join(common)], depth=scan["length"], intervals=list(scan["ranges"]),
-        scan=True))
+        unit_names=["/".join(common)], depth=depth, intervals=list(scan["ranges"]),
+        scan=True, family=f"stacked layers, {how}"))
   return stacks, axes
 
 
@@ -159,7 +183,8 @@ def tree_stacks(fams: Families, chosen: list[tuple[str, ...]], uses: Uses,
       if len(runs) > 1:
         name = f"{name}#{r_index}"
       stacks.append(TracedStack(name=name, units=[sorted(members[m]["leaves"]) for m in run],
-                                unit_names=run, depth=len(run), intervals=[]))
+                                unit_names=run, depth=len(run), intervals=[],
+                                family=f"family {family_label(pattern)!r}"))
   return stacks
 
 
@@ -183,23 +208,79 @@ def drop_stems(stacks: list[TracedStack], uses: Uses, data: int) -> list[TracedS
   return [s for s in stacks if id(s) not in stems]
 
 
+def _not_whole(s: TracedStack, skips: list[int], free: list[int], first_use: Mapping[int, int]
+               ) -> bool:
+  """Whether a residual branch holds free leaves read among the stack's units, outside them.
+
+  Then its units are parts of the layers (an attention family among global auto-numbered
+  names: the norm before each attention, the MLP after it are not in it). Leaves read
+  before or after the stack (an encoder's output in a decoder's cross-attention, a bias
+  computed once before the layers) are side inputs, not parts.
+  """
+  if s.scan:
+    return False
+  whole = mask_of(i for u in s.units for i in u)
+  times = [first_use[i] for u in s.units for i in u if i in first_use]
+  lo, hi = min(times), max(times)
+  among = mask_of(i for i in free if lo < first_use.get(i, lo) < hi and not whole >> i & 1)
+  return any(b & among for b in skips)
+
+
+def _holds(outer: TracedStack, s: TracedStack) -> bool:
+  """Whether each unit of ``s`` lies in its own unit of ``outer``, one of them strictly."""
+  outer_masks = [mask_of(u) for u in outer.units]
+  hosts, larger = set(), False
+  for unit in s.units:
+    u = mask_of(unit)
+    k = next((k for k, m in enumerate(outer_masks) if not u & ~m), None)
+    if k is None or k in hosts:
+      return False
+    hosts.add(k)
+    larger |= outer_masks[k] != u
+  return larger
+
+
+def by_period(stacks: list[TracedStack], w: Walker, names: list[str], shapes: list[Any],
+              free: list[int], first_use: Mapping[int, int]) -> list[TracedStack]:
+  """The stacks, with the periods of the data flow where no family holds the layers whole.
+
+  With no stack, or with stacks whose units are parts of the layers, the periods
+  (:func:`.period.period_units`) are the layers if they hold those units.
+  """
+  partial = [s for s in stacks if _not_whole(s, w.skips, free, first_use)]
+  if stacks and not partial:
+    return stacks
+  found = period_units(names, free, shapes, first_use, w.skips)
+  if found is None:
+    return stacks
+  units, unit_names, name = found
+  periods = TracedStack(name=name, units=units, unit_names=unit_names, depth=len(units),
+                        intervals=[], family="the period of the data flow")
+  held = [s for s in partial if _holds(periods, s)]
+  if stacks and not held:
+    return stacks
+  return [s for s in stacks if s not in held] + [periods]
+
+
 def find_stacks(w: Walker, names: list[str], abstract: list[Any], float_idx: list[int],
                 pinned: Mapping[int, Any], uses: Uses, first_use: Mapping[int, int], data: int
                 ) -> tuple[list[TracedStack], dict[int, int], Families]:
-  """The stacks of layers (scans, then families of the tree), spanned, stems dropped.
+  """The stacks of layers (loops, families of the tree, periods), spanned, stems dropped.
 
   Returns:
     The stacks, the layer axis of every scanned leaf, and the tree's numbered
     families (for the error when no stack is found).
   """
-  stacks, axes = scanned_stacks(w, names, {i for i in float_idx if i not in pinned})
+  shapes = [(tuple(v.shape), str(v.dtype)) for v in abstract]
+  stacks, axes = scanned_stacks(w, names, shapes, {i for i in float_idx if i not in pinned})
   # Pinned leaves stay in the tree's families (they shape the units) but are not placed.
   tree_free = [i for i in float_idx if i not in axes]
-  shapes = [(tuple(v.shape), str(v.dtype)) for v in abstract]
   fams = families(names, tree_free, shapes)
   stacks += tree_stacks(fams, select(fams, w.skips), uses, first_use)
+  stacks = by_period(stacks, w, names, shapes, [i for i in tree_free if i not in pinned],
+                     first_use)
   for s in stacks:
-    span(s, uses, first_use)
+    span(s, uses, first_use, (w.skips, w.skip_times))
   return drop_stems(stacks, uses, data), axes, fams
 
 
