@@ -191,6 +191,26 @@ def _replicated_like(vector: jax.Array, params: Any) -> jax.Array:
   return vector
 
 
+def _leaf_ratio(plan: LayerPlan, stored: Mapping[str, Any], label: str, ndim: int,
+                multiplier: Any = None) -> Any:
+  """What a leaf of group ``label`` (of rank ``ndim``) is multiplied by.
+
+  The group's ratio (read from the state when it is stored there; a stacked
+  group's broadcast along its axis), times a schedule's ``multiplier`` if one is
+  given. ``None``: a static ratio of 1 and no multiplier, the update as it is.
+  """
+  ratio = plan.ratios[label]
+  if isinstance(ratio, stacks.StackedRatio):  # never stored: a constant of the program.
+    values = ratio.ratios if multiplier is None else jnp.asarray(ratio.ratios) * multiplier
+    return stacks.broadcast_ratio(values, ratio.axis, ndim)
+  if label in stored or isinstance(ratio, jax.Array):
+    r = stored.get(label, ratio)
+    return r if multiplier is None else r * multiplier
+  if ratio == 0:
+    return ratio
+  return multiplier  # a static ratio of 1.
+
+
 def scale_by_layer_ratio(
     decay: LayerDecay | None = None,
     *,
@@ -276,16 +296,8 @@ def scale_by_plan(config: LayerDecay, schedule: sched.LayerSchedule | None = Non
     stored = _stored_ratios(state, key, plan, float_dtype) if stores else {}
 
     def scale(u, label):
-      ratio = plan.ratios[label]
-      if label in stored:
-        r = stored[label]
-      elif isinstance(ratio, stacks.StackedRatio):
-        r = stacks.broadcast_ratio(ratio.ratios, ratio.axis, jnp.ndim(u))
-      elif isinstance(ratio, jax.Array) or ratio == 0:
-        r = ratio
-      else:  # a static ratio of 1.
-        return u
-      return stacks.times_ratio(u, r)
+      r = _leaf_ratio(plan, stored, label, jnp.ndim(u))
+      return u if r is None else stacks.times_ratio(u, r)
 
     return jax.tree.map(scale, updates, plan.label_tree(updates)), state
 
@@ -321,19 +333,8 @@ def _scheduled(config: LayerDecay, schedule: sched.LayerSchedule, init_fn: Any, 
 
     def scale(path, u):
       name = path_name(path)
-      label = plan.labels[name]
-      ratio, m = plan.ratios[label], factor[name]
-      if label in stored:
-        r = stored[label] * m
-      elif isinstance(ratio, stacks.StackedRatio):
-        r = stacks.broadcast_ratio(jnp.asarray(ratio.ratios) * m, ratio.axis, jnp.ndim(u))
-      elif isinstance(ratio, jax.Array):
-        r = ratio * m
-      elif ratio == 0:
-        r = ratio
-      else:  # a static ratio of 1.
-        r = m
-      return stacks.times_ratio(u, r)
+      return stacks.times_ratio(
+          u, _leaf_ratio(plan, stored, plan.labels[name], jnp.ndim(u), factor[name]))
 
     return (jax.tree_util.tree_map_with_path(scale, updates),
             ScaleByLayerScheduleState(state.ratios,
