@@ -30,6 +30,7 @@ from optax_ldl._src.schedules import inverse_sqrt_schedule
 from optax_ldl._src.sweep import grid as sweep_grid
 from optax_ldl._src.sweep import sweep_init, sweep_member
 from optax_ldl._src.trace import trace_layers
+from optax_ldl._src.track_metrics import TrackLayerMetricsState, track_layer_metrics
 from optax_ldl._src.verify import RatioCheck, Verification, verify
 from optax_ldl._src.weight_decay import weight_decay_filter
 from optax_ldl._src.wrappers import (
@@ -63,6 +64,7 @@ __all__ = (
     "Row",
     "ScaleByLayerRatioState",
     "ScaleByLayerScheduleState",
+    "TrackLayerMetricsState",
     "Verification",
     "adamwdl",
     "backbone_ramp",
@@ -89,6 +91,7 @@ __all__ = (
     "sweep_init",
     "sweep_member",
     "trace_layers",
+    "track_layer_metrics",
     "verify",
     "weight_decay_filter",
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import Any
 
 import jax
@@ -499,3 +500,22 @@ def test_concrete_array_hyperparameters_are_checked_at_construction():
   with pytest.raises(ValueError) as info:  # a concrete array is checked at construction.
     optax_ldl.adamwdl(layerwise_decay=jnp.float32(1.5), debug_checks=True)
   assert_names_argument(info, "layerwise_decay")
+
+
+@pytest.mark.parametrize("dtype,arg", [(jnp.float16, "eps"), (jnp.bfloat16, "b2")])
+def test_inject_hyperparams_rounding_a_hyperparameter_says_why_and_the_fix(dtype, arg):
+  """inject_hyperparams casts eps/b2 to the params' dtype: 1e-8 is 0 in float16, 0.999 is 1
+  in bfloat16. The error names the argument and the two fixes; the first fix works."""
+  params = {"layers_0": jnp.ones(4, dtype), "head": jnp.ones(4, dtype)}
+  tx = optax.inject_hyperparams(optax_ldl.adamwdl)(learning_rate=1e-3, layerwise_decay=0.8)
+  with pytest.raises(ValueError, match=rf"adamwdl: {arg} must be .*hyperparam_dtype=jnp.float32"
+                                       r".*static_args"):
+    tx.update(params, tx.init(params), params)
+  fixed = optax.inject_hyperparams(optax_ldl.adamwdl, hyperparam_dtype=jnp.float32)(
+      learning_rate=1e-3, layerwise_decay=0.8, weight_decay=0.0)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", UserWarning)  # the half-precision advice
+    updates, _ = fixed.update(params, fixed.init(params), params)
+  # By hand: the first Adam step on a gradient of 1 moves lr * ratio (0.8 for layer 0).
+  np.testing.assert_allclose(np.asarray(updates["layers_0"], np.float32), -1e-3 * 0.8, rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(updates["head"], np.float32), -1e-3, rtol=1e-6)

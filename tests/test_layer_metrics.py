@@ -8,6 +8,7 @@ on params sharded over 8 simulated devices.
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from fixtures import by_name
 from helpers import raises_naming
@@ -180,3 +181,145 @@ def test_bad_arguments_are_named():
   raises_naming("layers", layer_metrics, params, updates, grads, {"head": 1})
   other = optax_ldl.describe({"w": jnp.ones(2)})
   raises_naming("layers", layer_metrics, params, updates, grads, other)
+
+
+# ----------------------------------------------------------------------------------------------
+# track_layer_metrics: the metrics of every N-th update, kept in the optimizer state
+# ----------------------------------------------------------------------------------------------
+
+
+def float_trees(shapes=SHAPES, seeds=(0, 2)):
+  params, grads = (random_tree({k: v for k, v in shapes.items() if k != "step"}, s)
+                   for s in seeds)
+  return params, grads
+
+
+def run(tx, params, grads_of_step, steps, jit=True):
+  """(updates, state) of every step; the grads of step t are ``grads_of_step(t)``."""
+  state = tx.init(params)
+  update = jax.jit(tx.update) if jit else tx.update
+  out = []
+  for t in range(steps):
+    updates, state = update(grads_of_step(t), state, params)
+    out.append((updates, state))
+    params = optax.apply_updates(params, updates)
+  return out
+
+
+def scaled(grads):
+  return lambda t: jax.tree.map(lambda g: g * (1.0 + t), grads)
+
+
+@pytest.mark.parametrize("jit", [True, False], ids=["jit", "eager"])
+def test_tracked_updates_are_the_inner_updates(jit):
+  """Eagerly bit for bit; under jit the two programs are compiled apart, and XLA may round
+  the last bit of a moment differently (measured: 1 ulp)."""
+  params, grads = float_trees()
+  inner = optax_ldl.adamwdl(1e-2, layerwise_decay=0.5)
+  tracked = optax_ldl.track_layer_metrics(inner, optax_ldl.path_layers(params), every=3)
+  plain = run(inner, params, scaled(grads), 5, jit)
+  wrapped = run(tracked, params, scaled(grads), 5, jit)
+  for (u_plain, s_plain), (u_tracked, s_tracked) in zip(plain, wrapped, strict=True):
+    for a, b in zip(jax.tree.leaves((u_plain, s_plain)),
+                    jax.tree.leaves((u_tracked, s_tracked.inner_state)), strict=True):
+      if jit:
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-6, atol=0)
+      else:
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_logging_steps_hold_the_metrics_of_their_update_and_the_others_keep_them():
+  params, grads = float_trees()
+  layers = optax_ldl.path_layers(params)
+  inner = optax_ldl.adamwdl(1e-2, layerwise_decay=0.5)
+  tracked = optax_ldl.track_layer_metrics(inner, layers, every=3)
+  plain = run(inner, params, scaled(grads), 7)
+  wrapped = run(tracked, params, scaled(grads), 7)
+  assert [int(s.metrics_count) for _, s in wrapped] == [0, 0, 0, 3, 3, 3, 6]
+  assert [int(s.count) for _, s in wrapped] == [1, 2, 3, 4, 5, 6, 7]
+  # By hand: the params before step t, the plain optimizer's update of step t, its grads.
+  p = params
+  before = []
+  for updates, _ in plain:
+    before.append(p)
+    p = optax.apply_updates(p, updates)
+  for t, (_, state) in enumerate(wrapped):
+    logged = t - t % 3
+    expected = by_hand(before[logged], plain[logged][0], scaled(grads)(logged), GROUPS)
+    assert_close(state.layer_metrics, expected)
+
+
+def test_every_one_measures_every_step_and_fresh_state_is_nan():
+  params, grads = float_trees()
+  layers = optax_ldl.path_layers(params)
+  inner = optax_ldl.adamwdl(1e-2, layerwise_decay=0.5)
+  tracked = optax_ldl.track_layer_metrics(inner, layers, every=1)
+  fresh = tracked.init(params)
+  assert int(fresh.metrics_count) == -1
+  assert sorted(fresh.layer_metrics) == sorted(by_hand(params, params, params, GROUPS))
+  assert all(np.isnan(float(v)) for v in fresh.layer_metrics.values())
+  plain = run(inner, params, scaled(grads), 2)
+  wrapped = run(tracked, params, scaled(grads), 2)
+  p1 = optax.apply_updates(params, plain[0][0])
+  assert int(wrapped[1][1].metrics_count) == 1
+  assert_close(wrapped[1][1].layer_metrics,
+               by_hand(p1, plain[1][0], scaled(grads)(1), GROUPS))
+
+
+def test_a_step_that_does_not_measure_copies_no_array():
+  """The branch must run before the update overwrites the donated params and state.
+
+  Without the zero that orders it, XLA copies every donated param and moment on every
+  step (this machine: several times the step). The compiled step may copy scalars only.
+  """
+  params, grads = float_trees()
+  layers = optax_ldl.path_layers(params)
+  tx = optax_ldl.track_layer_metrics(optax_ldl.adamwdl(1e-2, layerwise_decay=0.5), layers,
+                                     every=10)
+
+  def step(params, state, grads):
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  state = tx.init(params)
+  text = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, grads).compile().as_text()
+  copies = [line.split("=", 1)[1].strip() for line in text.splitlines() if " copy(" in line]
+  assert copies, "expected the scalar counts to be copied; has the HLO text changed?"
+  assert all(c.split("[", 1)[1].startswith("]") for c in copies), copies
+
+
+def test_tracked_metrics_are_found_inside_other_wrappers_and_sharded():
+  if jax.device_count() < 8:
+    pytest.skip("needs 8 devices (tests/conftest.py sets XLA_FLAGS for 8 CPU devices)")
+  params, grads = float_trees()
+  layers = optax_ldl.path_layers(params)
+  inner = optax_ldl.adamwdl(1e-2, layerwise_decay=0.5)
+  tx = optax.MultiSteps(optax_ldl.track_layer_metrics(inner, layers, every=2),
+                        every_k_schedule=2)
+  mesh = jax.make_mesh((8,), ("fsdp",), axis_types=(jax.sharding.AxisType.Auto,))
+  spec = lambda x: P("fsdp") if x.shape[0] % 8 == 0 else P()  # noqa: E731
+  shard = lambda t: jax.tree.map(  # noqa: E731
+      lambda x: jax.device_put(x, NamedSharding(mesh, spec(x))), t)
+  p_sharded, g_sharded = shard(params), shard(grads)
+  state = tx.init(p_sharded)
+  update = jax.jit(tx.update)
+  for _ in range(2):  # two micro-batches: the wrapped optimizer's step 0
+    _, state = update(g_sharded, state, p_sharded)
+  mu = optax.tree_utils.tree_get(state, "mu")  # the moments stay sharded like the params
+  for name in ("embeddings/word/embedding", "encoder/layers_0/kernel"):
+    assert by_name(mu)[name].sharding.is_equivalent_to(by_name(p_sharded)[name].sharding, 2)
+  assert by_name(p_sharded)["encoder/layers_0/kernel"].sharding.num_devices == 8
+  metrics = optax.tree_utils.tree_get(state, "layer_metrics")
+  plain_updates, _ = inner.update(grads, inner.init(params), params)
+  assert_close(metrics, by_hand(params, plain_updates, grads, GROUPS))
+
+
+def test_track_layer_metrics_names_bad_arguments():
+  params, grads = float_trees()
+  layers = optax_ldl.path_layers(params)
+  inner = optax_ldl.adamwdl(1e-2)
+  for every in (0, -3, 1.5, True, "10"):
+    raises_naming("every", optax_ldl.track_layer_metrics, inner, layers, every=every)
+  raises_naming("layers", optax_ldl.track_layer_metrics, inner, {"head": 1})
+  tx = optax_ldl.track_layer_metrics(inner, layers)
+  raises_naming("params", tx.update, grads, tx.init(params))

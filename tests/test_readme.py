@@ -49,3 +49,15 @@ def test_traced_layers_agree_with_the_path_rule_on_the_first_model():
     return [(r.path, r.layer, r.lr_ratio, r.weight_decay) for r in rows]
 
   assert places(layers=layers) == places()
+
+
+def test_the_readme_claim_about_the_effect_quotes_the_results_page():
+  """Every "Δ x ± h" the README quotes is in the page's table of tuned decays."""
+  claim = README[README.index("What it does to a pretrained model"):]
+  claim = claim[:claim.index("## ")]
+  quoted = re.findall(r"([+−-]\d\.\d{4}) ± (\d\.\d{4})", claim)
+  assert len(quoted) == 4, claim
+  page = (ROOT / "docs" / "results" / "minilm.md").read_text(encoding="utf-8")
+  tuned = page[page.index("## Each decay at its tuned learning rate"):page.index("## What the")]
+  for delta, half in quoted:
+    assert f"| {delta.replace('−', '-')} ± {half} |" in tuned, (delta, half)

@@ -88,3 +88,30 @@ def test_the_page_table_and_plot_come_from_one_command(results, tmp_path):
   # A rerun reads the finished sweeps back: nothing is trained again, the page is the same.
   assert results.main(argv) == 0
   assert (tmp_path / "minilm.md").read_text(encoding="utf-8") == page
+  # An extended grid trains only the new points: one sweep more per (setting, seed).
+  wider = [*argv[:argv.index("--lrs") + 2], "3e-3", *argv[argv.index("--lrs") + 2:]]
+  assert results.main(wider) == 0
+  lines = (tmp_path / "minilm_sweep.jsonl").read_text().splitlines()
+  added = [json.loads(line) for line in lines[len(records):]]
+  assert len(added) == 4 and all(r["lr"] == [3e-3, 3e-3] for r in added)
+  page = (tmp_path / "minilm.md").read_text(encoding="utf-8")
+  assert "| few-sample | 0.5 | 0.001 |" in page and "| full | 1.0 | 0.003 |" in page
+
+
+def test_a_grid_is_gathered_from_the_sweeps_that_trained_its_points(results):
+  first = RECORDS[0]
+  extra = dict(first, decay=[1.0, 0.7], lr=[3e-3, 3e-3], val_acc=[.1, .2], val_loss=[.6, .7],
+               test_acc=[.3, .4], test_loss=[.8, .9], seconds=5.0)
+  other_seed = dict(extra, seed=1)
+  points = [(1.0, 1e-3), (1.0, 3e-3), (0.7, 3e-3), (0.7, 1e-4)]
+  found = [first, other_seed, extra]
+  assert results.missing_points([first], ("few-sample", 0), points) == [(1.0, 3e-3),
+                                                                         (0.7, 3e-3)]
+  assert results.missing_points(found, ("few-sample", 0), points) == []
+  assert results.merge([first, other_seed], ("few-sample", 0), points) is None
+  merged = results.merge(found, ("few-sample", 0), points)
+  # By hand, in the order of points: first[1], extra[0], extra[1], first[2].
+  assert merged["decay"] == [1.0, 1.0, 0.7, 0.7] and merged["lr"] == [1e-3, 3e-3, 3e-3, 1e-4]
+  assert merged["val_acc"] == [.85, .1, .2, .90]
+  assert merged["test_loss"] == [.4, .8, .9, .3]
+  assert merged["seconds"] == 65.0 and merged["seed"] == 0

@@ -101,7 +101,17 @@ def check_number(
   if high is not None:
     bad |= x >= high if high_open else x > high
   if bad:
-    raise ValueError(f"{owner}: {arg} must be {accepted}, got {value!r}")
+    raise ValueError(f"{owner}: {arg} must be {accepted}, got {value!r}{_rounded_hint(dtype)}")
+
+
+def _rounded_hint(dtype: Any) -> str:
+  """Why a half-precision hyperparameter may be out of range: inject_hyperparams' cast."""
+  if dtype not in (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16)):
+    return ""
+  return (f". A {dtype} hyperparameter is usually optax.inject_hyperparams casting it to the "
+          "params' dtype, which rounds it (eps 1e-8 to 0 in float16, b2 0.999 to 1 in "
+          "bfloat16): pass hyperparam_dtype=jnp.float32 to optax.inject_hyperparams, or name "
+          "these hyperparameters in its static_args")
 
 
 def check_int(owner: str, arg: str, value: Any, *, minimum: int, accepted: str) -> None:

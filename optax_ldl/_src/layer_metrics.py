@@ -16,8 +16,8 @@ below the upper layers' by about the ratio of their learning rates. The groups
 are computed in Python from names and shapes when the step is traced; the step
 then adds one sum of squares per leaf and tree, and a few scalars per group. On a
 CPU those reductions also split XLA's fused optimizer loop, which costs far more than
-the sums (``benchmarks/metrics_overhead.py``): compute the metrics in a second jitted
-step that runs only on the steps that are logged.
+the sums (``benchmarks/metrics_overhead.py``): :func:`optax_ldl.track_layer_metrics`
+measures every N steps only and leaves the other steps as they were.
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ def layer_metrics(
   """Per layer group: the update RMS, the weight RMS, their ratio, the gradient norm.
 
   A flat ``{"<group>/<metric>": scalar}`` that any metrics sink takes; call it
-  inside the jitted train step. The groups are those of the layer plan:
+  inside the jitted train step, or wrap the optimizer in
+  :func:`optax_ldl.track_layer_metrics` to measure every N steps only (cheaper).
+  The groups are those of the layer plan:
   ``embedding``, ``layer_<i>``, ``head``, ``ratio_<r>`` (a fixed ratio, or a
   custom rule's ratio), prefixed ``<stack>/`` when the model has several stacks.
   The metrics are ``update_rms``, ``param_rms``, ``update_param_ratio`` (0 where
