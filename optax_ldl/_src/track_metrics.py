@@ -137,7 +137,7 @@ def track_layer_metrics(
       grads, inner_state, params = operands
       probe, _ = inner.update(grads, inner_state, params, **extra_args)
       metrics = layer_metrics(params, probe, grads, layers)
-      first = next(iter(metrics.values()))
+      first = next(iter(metrics.values()), jnp.zeros([], jnp.float32))
       # A zero that XLA cannot fold away (finite times 0), so the update waits for this.
       zero = jnp.where(jnp.isfinite(first), first, 0) * 0
       return metrics, zero.astype(jnp.float32)
