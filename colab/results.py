@@ -45,6 +45,7 @@ SEEDS = 5
 # rate, and a fixed draw of minilm's test split.
 VAL_WORDS, TEST_WORDS = 256, 512
 PAGE, RUNS, TABLE, FIGURE = "minilm.md", "minilm_sweep.jsonl", "minilm_table.csv", "minilm.png"
+NEAR_BEST = 0.02  # validation accuracy: "near the best" for the width of the good lr range
 T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
         9: 2.262}  # two-sided 95% Student t quantiles by degrees of freedom.
 
@@ -340,6 +341,16 @@ def markdown(records, settings: Sequence[Setting], command: str, minutes: float,
   return "\n".join(lines)
 
 
+def near_best(points, setting: str, decay: float, within: float | None = None) -> list[float]:
+  """The grid's learning rates whose mean validation accuracy is within ``within`` (default
+  ``NEAR_BEST``) of the best one of ``decay`` on ``setting``, in increasing order."""
+  within = NEAR_BEST if within is None else within
+  acc = {lr: float(p["val_acc"].mean()) for (s, d, lr), p in points.items()
+         if s == setting and d == decay}
+  best = max(acc.values())
+  return sorted(lr for lr, a in acc.items() if a >= best - within)
+
+
 def verdict(points, lrs, names, decays) -> list[str]:
   """One sentence per data size, read from the paired intervals (no adjectives added)."""
   out = []
@@ -363,6 +374,12 @@ def verdict(points, lrs, names, decays) -> list[str]:
       parts.append(f"decay {d} (lr {lrs[(s, d)]:g}): {word}, Δ {ma:+.4f} ± {ha:.4f}; "
                    f"{loss_word}, Δ {ml:+.4f} ± {hl:.4f}")
     out.append(f"- **{s}** (tuned AdamW: lr {base:g}): " + "; ".join(parts) + ".")
+  for s in names:
+    ranges = "; ".join(f"decay {d}: " + ", ".join(f"{lr:g}" for lr in near_best(points, s, d))
+                       for d in decays)
+    out.append(f"- **{s}**, the learning rates whose mean validation accuracy is within "
+               f"{NEAR_BEST} of the decay's best (how wide a range tuning may land in): "
+               f"{ranges}.")
   grid_lrs = sorted({k[2] for k in points})
   edges = [f"{s} decay {d} (lr {lrs[(s, d)]:g})" for s in names for d in decays
            if len(grid_lrs) > 1 and lrs[(s, d)] in (grid_lrs[0], grid_lrs[-1])]

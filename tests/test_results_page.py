@@ -98,6 +98,19 @@ def test_the_page_table_and_plot_come_from_one_command(results, tmp_path):
   assert "| few-sample | 0.5 | 0.001 |" in page and "| full | 1.0 | 0.003 |" in page
 
 
+def test_the_range_of_good_learning_rates_is_read_from_validation(results):
+  points = results.per_point(RECORDS)
+  # By hand, mean validation accuracy: decay 1.0: lr 1e-4 0.80, 1e-3 0.84; decay 0.7: 1e-4
+  # 0.88, 1e-3 0.70.
+  assert results.near_best(points, "few-sample", 1.0) == [1e-3]
+  assert results.near_best(points, "few-sample", 1.0, within=0.05) == [1e-4, 1e-3]
+  assert results.near_best(points, "few-sample", 0.7, within=0.05) == [1e-4]
+  text = results.markdown(RECORDS, results.FULL[:1], "c", 3.0, 3)
+  assert ("- **few-sample**, the learning rates whose mean validation accuracy is within 0.02 "
+          "of the decay's best (how wide a range tuning may land in): decay 1.0: 0.001; "
+          "decay 0.7: 0.0001.") in text
+
+
 def test_a_grid_is_gathered_from_the_sweeps_that_trained_its_points(results):
   first = RECORDS[0]
   extra = dict(first, decay=[1.0, 0.7], lr=[3e-3, 3e-3], val_acc=[.1, .2], val_loss=[.6, .7],
