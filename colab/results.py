@@ -488,8 +488,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   steps_of = {s.name: s.steps for s in settings}
   found = [r for r in load(runs_path)
            if (r["setting"], r["seed"]) in wanted and r["steps"] == steps_of[r["setting"]]]
-  records = [merged for key in sorted(wanted, key=lambda k: (k[1], k[0]))
-             if (merged := merge(found, key, points)) is not None]
+  def complete() -> list[dict[str, Any]]:  # one record per finished (setting, seed)
+    return [merged for key in sorted(wanted, key=lambda k: (k[1], k[0]))
+            if (merged := merge(found, key, points)) is not None]
+
+  records = complete()
   if args.report_only and not records:
     parser.error(f"--report-only: no finished sweep of this grid in {runs_path}")
   todo = [(s, seed, missing) for seed in range(args.seeds) for s in settings
@@ -510,8 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       log(f"{setting.name} seed {seed}: {len(missing)} points, {record['seconds']:.1f} s, best "
           f"validation accuracy {record['val_acc'][best]:.4f} (decay {record['decay'][best]}, "
           f"lr {record['lr'][best]:g})")
-    records = [merged for key in sorted(wanted, key=lambda k: (k[1], k[0]))
-               if (merged := merge(found, key, points)) is not None]
+    records = complete()
   command = f"python -m colab.results{' --small' if args.small else ''}"
   if args.seeds != SEEDS:
     command += f" --seeds {args.seeds}"

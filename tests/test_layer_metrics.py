@@ -188,9 +188,9 @@ def test_bad_arguments_are_named():
 # ----------------------------------------------------------------------------------------------
 
 
-def float_trees(shapes=SHAPES, seeds=(0, 2)):
-  params, grads = (random_tree({k: v for k, v in shapes.items() if k != "step"}, s)
-                   for s in seeds)
+def float_trees():
+  """The params and grads of ``trees()`` without the integer leaf."""
+  params, _, grads = ({k: v for k, v in t.items() if k != "step"} for t in trees())
   return params, grads
 
 

@@ -117,6 +117,14 @@ def layer_metrics(
   return dict(sorted(out.items()))
 
 
+def check_layers(owner: str, layers: Any) -> None:
+  """Raises unless ``layers`` is a layer plan that :func:`layer_metrics` groups by."""
+  if not isinstance(layers, (LayerMap, LayerPlan, Description)):
+    raise TypeError(f"{owner}: layers must be an optax_ldl.LayerMap (path_layers, "
+                    "trace_layers), an optax_ldl.LayerPlan or an optax_ldl.Description "
+                    f"(describe), got {layers!r}")
+
+
 def _sum_squares(x: Any, others: tuple[int, ...] | None) -> jax.Array:
   """The sum of squares of ``x`` in at least float32, over ``others`` (all axes: ``None``)."""
   x = jnp.asarray(x)
@@ -143,6 +151,7 @@ def _leaves_by_name(arg: str, tree: Any, groups: Mapping[str, Any],
 
 def _group_of_leaves(params: Any, layers: Any) -> dict[str, tuple[list[str], int | None]]:
   """Path name -> (the group of each slice, or of the leaf: one key; the stacked axis)."""
+  check_layers(_OWNER, layers)
   names = [name for name, x in names_and_leaves(params) if is_float(x)]
   if isinstance(layers, Description):
     rows = {r.path: r for r in layers.rows}
@@ -157,14 +166,10 @@ def _group_of_leaves(params: Any, layers: Any) -> dict[str, tuple[list[str], int
       raise ValueError(f"{_OWNER}: layers (a LayerPlan) has no leaf {missing[:6]}: make it "
                        "from the params given here (LayerDecay(...).plan(params)).")
     place = {n: (layers.placements[n], layers.axes[n], layers.ratio(n)) for n in names}
-  elif isinstance(layers, LayerMap):
+  else:  # a LayerMap
     float_tree = jax.tree.map(lambda x: x if is_float(x) else None, params)
     restricted = _restrict(layers, float_tree)
     place = {n: (restricted[n], restricted[n].axis, None) for n in names}
-  else:
-    raise TypeError(f"{_OWNER}: layers must be an optax_ldl.LayerMap (path_layers, "
-                    "trace_layers), an optax_ldl.LayerPlan or an optax_ldl.Description "
-                    f"(describe), got {layers!r}")
   several = several_stacks(p for p, _, _ in place.values())
   shapes = {n: np.shape(x) for n, x in names_and_leaves(params)}
   out = {}

@@ -32,7 +32,7 @@ import optax
 
 from optax_ldl._src.diagnostics import Description
 from optax_ldl._src.layer_map import LayerMap
-from optax_ldl._src.layer_metrics import layer_metrics
+from optax_ldl._src.layer_metrics import check_layers, layer_metrics
 from optax_ldl._src.plan import LayerPlan
 from optax_ldl._src.tree_names import is_float
 
@@ -108,10 +108,7 @@ def track_layer_metrics(
   if isinstance(every, bool) or not isinstance(every, int) or every < 1:
     raise ValueError(f"{_OWNER}: every must be an int >= 1 (measure on the steps whose count "
                      f"is a multiple of it), got {every!r}")
-  if not isinstance(layers, (LayerMap, LayerPlan, Description)):
-    raise TypeError(f"{_OWNER}: layers must be an optax_ldl.LayerMap (path_layers, "
-                    "trace_layers), an optax_ldl.LayerPlan or an optax_ldl.Description "
-                    f"(describe), got {layers!r}")
+  check_layers(_OWNER, layers)
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):
